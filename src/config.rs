@@ -1,0 +1,1 @@
+//! `/etc/offdisk/config.toml`: registered disks, their sources, excludes and retention.

@@ -1,0 +1,1 @@
+//! Block devices: probing signatures, GPT partitioning, loop devices, mkfs, mounts.

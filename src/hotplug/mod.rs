@@ -1,0 +1,1 @@
+//! Docking: what happens when a registered disk appears (udev → systemd → `offdisk dock`).

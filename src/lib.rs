@@ -1,0 +1,21 @@
+//! offdisk: turn a removable disk into an encrypted off-site backup disk and keep it current.
+//!
+//! Layers, bottom up:
+//! - [`secret`]: zeroize-on-drop, locked-memory types for passphrases and keys.
+//! - [`luks`]: LUKS1/LUKS2 on-disk format in pure Rust (parse, unlock, format, keyslots).
+//! - [`dm`]: the kernel device-mapper through its ioctls (dm-crypt tables, keyring).
+//! - [`disk`]: block devices, partitions, loop devices, mkfs, mounts.
+//! - [`backup`]: dated generations as plain trees of files, manifests, verify, retention.
+//! - [`config`]: registered disks, their sources and policy; the per-disk ledger.
+//! - [`hotplug`]: dock handling, password agents, desktop notifications.
+//! - [`cli`]: the `offdisk` command line.
+
+pub mod backup;
+pub mod cli;
+pub mod config;
+pub mod disk;
+pub mod dm;
+pub mod error;
+pub mod hotplug;
+pub mod luks;
+pub mod secret;
