@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every system package offdisk's tests (and its main job) need on Debian.
+# Idempotent; needs root (CI and the throwaway VMs run as root).
+set -euo pipefail
+packages=(
+  # reference tools the tests compare against
+  cryptsetup-bin e2fsprogs fdisk rsync b3sum util-linux keyutils psmisc
+  # the throwaway VM for kernel tests (dm-crypt, loop, mount, udev)
+  qemu-system-x86 linux-image-amd64 busybox-static udev kmod
+  # benchmarks
+  hyperfine
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v vng >/dev/null 2>&1; then
+  python3 -m pip install -q virtme-ng
+fi
