@@ -187,7 +187,7 @@ impl Volume {
             // Shorter than one header copy: try what there is, for a clear message.
             let size = io.size().map_err(|e| LuksError::io("reading device size".into(), e))?;
             if size < luks1::HEADER_LEN as u64 {
-                return Err(LuksError::TooSmall(format!("{size} bytes cannot hold a LUKS header")));
+                return Err(LuksError::NotLuks);
             }
             first.truncate(size as usize);
             io.read_at(&mut first, 0).map_err(|e| LuksError::io("reading header".into(), e))?;
