@@ -388,6 +388,12 @@ impl Volume {
 
 /// Picks the valid copy with the highest seqid; a damaged copy is noted for repair.
 fn choose(primary: Result<HeaderCopy, LuksError>, secondary: Result<HeaderCopy, LuksError>) -> Result<Luks2State, LuksError> {
+    if let (Err(a), Err(b)) = (&primary, &secondary) {
+        // The same fault in both copies: report it once, keeping its type.
+        if a.to_string() == b.to_string() {
+            return Err(primary.unwrap_err());
+        }
+    }
     let mut problems = Vec::new();
     let seq = |c: &Result<HeaderCopy, LuksError>| c.as_ref().map(|c| c.bin.seqid).ok();
     let max_seqid = seq(&primary).max(seq(&secondary)).unwrap_or(0);
