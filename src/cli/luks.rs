@@ -298,6 +298,7 @@ fn run_dump(a: DumpArgs) -> CliResult {
     } else {
         None
     };
+    let mut text = String::new();
     if a.json {
         let mut v = dump::describe(&vol);
         if let Some(u) = &key {
@@ -305,15 +306,20 @@ fn run_dump(a: DumpArgs) -> CliResult {
             v["volume_key"] = serde_json::Value::String(String::from_utf8_lossy(hex.expose()).into_owned());
             v["volume_key_slot"] = serde_json::json!(u.keyslot);
         }
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| Failure::usage(e.to_string()))?);
+        text = serde_json::to_string_pretty(&v).map_err(|e| Failure::usage(e.to_string()))? + "\n";
     } else {
-        print!("{}", dump::text(&vol));
+        text.push_str(&dump::text(&vol));
         if let Some(u) = &key {
             let hex = u.key.to_hex();
-            println!("Key slot {} unlocked.\nMK bits:\t{}\nMK dump:\t{}", u.keyslot, u.key.len() * 8, String::from_utf8_lossy(hex.expose()));
+            text.push_str(&format!("Key slot {} unlocked.\nMK bits:\t{}\nMK dump:\t{}\n", u.keyslot, u.key.len() * 8, String::from_utf8_lossy(hex.expose())));
         }
     }
-    Ok(exit::OK)
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let mut out = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut out, text.as_bytes()).and_then(|_| std::io::Write::flush(&mut out)) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(exit::DEVICE, format!("writing output: {e}"))),
+        _ => Ok(exit::OK),
+    }
 }
 
 fn new_passphrase(file: &Option<PathBuf>) -> Result<Passphrase, Failure> {

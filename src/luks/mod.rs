@@ -436,3 +436,20 @@ fn choose(primary: Result<HeaderCopy, LuksError>, secondary: Result<HeaderCopy, 
         problems,
     })
 }
+
+/// Parser entry point for fuzzing (cargo-fuzz target `luks_header` and the smoke test):
+/// treats `data` as a device image and runs everything that reads untrusted bytes.
+#[doc(hidden)]
+pub fn exercise_parser(data: &[u8]) {
+    let dev = io::MemDevice::new(data.to_vec());
+    if let Ok(vol) = Volume::load_io(&dev) {
+        let _ = vol.crypt_segment();
+        let _ = vol.check_activatable();
+        let _ = dump::describe(&vol);
+        let _ = dump::text(&vol);
+        let _ = backup::header_area_len(&vol);
+        if let Header::Luks2(st) = &vol.header {
+            let _ = st.meta.to_area();
+        }
+    }
+}
