@@ -189,3 +189,18 @@ fn header_restore_checks_the_backup_fits_the_device() {
     let (rc, _, err) = offdisk(&["luks", "header-restore", s(&other), "--header-backup-file", s(&cs_backup), "--batch"], None);
     assert_eq!(rc, 0, "{err}");
 }
+
+#[test]
+fn a_device_another_command_is_updating_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, k1, k2) = setup(dir.path());
+    format(&img, &k1, &[]);
+    let held = nix::fcntl::Flock::lock(std::fs::File::open(&img).unwrap(), nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let mut args = vec!["luks", "add-key", s(&img), "--key-file", s(&k1), "--new-key-file", s(&k2)];
+    args.extend_from_slice(FAST);
+    let (rc, _, err) = offdisk(&args, None);
+    assert_eq!(rc, 5, "{err}");
+    drop(held);
+    let (rc, _, err) = offdisk(&args, None);
+    assert_eq!(rc, 0, "{err}");
+}

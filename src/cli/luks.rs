@@ -8,6 +8,7 @@ use crate::error::exit;
 use crate::luks::{self, backup, dump, update, FormatOptions, PbkdfOptions, PbkdfType, Volume};
 use crate::secret::Passphrase;
 use clap::{Args, Subcommand};
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -222,8 +223,22 @@ pub fn run(args: LuksArgs, verbose: bool) -> CliResult {
     }
 }
 
-/// Opens the device; for writing a block device, exclusively (a mounted or open device is busy).
-fn open_device(path: &Path, write: bool) -> Result<File, Failure> {
+/// Opens the device; for writing a block device, exclusively (a mounted or open device is
+/// busy). Also takes an advisory lock, shared for reading and exclusive for writing, so two
+/// offdisk commands never update one header at the same time.
+fn open_device(path: &Path, write: bool) -> Result<Flock<File>, Failure> {
+    let file = open_file(path, write)?;
+    let how = if write { FlockArg::LockExclusiveNonblock } else { FlockArg::LockSharedNonblock };
+    Flock::lock(file, how).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            Failure::new(exit::BUSY, format!("{} is in use by another offdisk command", path.display()))
+        } else {
+            Failure::new(exit::DEVICE, format!("cannot lock {}: {errno}", path.display()))
+        }
+    })
+}
+
+fn open_file(path: &Path, write: bool) -> Result<File, Failure> {
     let mut o = OpenOptions::new();
     o.read(true).write(write);
     let is_block = std::fs::metadata(path).map(|m| m.file_type().is_block_device()).unwrap_or(false);
@@ -279,10 +294,11 @@ fn run_format(a: FormatArgs, verbose: bool) -> CliResult {
         uuid: a.uuid.clone(),
         volume_key: None,
     };
-    let dev = open_device(&a.image, true)?;
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
     confirm(a.batch, &format!("WARNING!\n========\nThis will overwrite data on {} irrevocably.", a.image.display()))?;
     let pass = passphrase(&a.key_file, &format!("Enter passphrase for {}: ", a.image.display()), true)?;
-    let vol = luks::format(&dev, &opts, &pass)?;
+    let vol = luks::format(dev, &opts, &pass)?;
     if verbose {
         eprintln!("Key slot 0 created. UUID {}", vol.uuid());
     }
@@ -290,11 +306,12 @@ fn run_format(a: FormatArgs, verbose: bool) -> CliResult {
 }
 
 fn run_dump(a: DumpArgs) -> CliResult {
-    let dev = open_device(&a.image, false)?;
-    let vol = load(&dev, &a.image)?;
+    let lock = open_device(&a.image, false)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
     let key = if a.dump_volume_key {
         let pass = passphrase(&a.key_file, &format!("Enter passphrase for {}: ", a.image.display()), false)?;
-        Some(vol.unlock(&dev, &pass, a.key_slot)?)
+        Some(vol.unlock(dev, &pass, a.key_slot)?)
     } else {
         None
     };
@@ -316,7 +333,10 @@ fn run_dump(a: DumpArgs) -> CliResult {
     }
     // A closed pipe (`| head`) is not an error worth a panic.
     let mut out = std::io::stdout().lock();
-    match std::io::Write::write_all(&mut out, text.as_bytes()).and_then(|_| std::io::Write::flush(&mut out)) {
+    let written = std::io::Write::write_all(&mut out, text.as_bytes()).and_then(|_| std::io::Write::flush(&mut out));
+    // The text may hold the volume key in hex.
+    zeroize::Zeroize::zeroize(&mut text);
+    match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(exit::DEVICE, format!("writing output: {e}"))),
         _ => Ok(exit::OK),
     }
@@ -328,13 +348,14 @@ fn new_passphrase(file: &Option<PathBuf>) -> Result<Passphrase, Failure> {
 
 fn run_add_key(a: AddKeyArgs, verbose: bool) -> CliResult {
     let pbkdf = a.pbkdf.options()?;
-    let dev = open_device(&a.image, true)?;
-    let vol = load(&dev, &a.image)?;
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
     let existing = passphrase(&a.key_file, "Enter any existing passphrase: ", false)?;
     // Check the existing passphrase before asking for a new one.
-    vol.unlock(&dev, &existing, None)?;
+    vol.unlock(dev, &existing, None)?;
     let new = new_passphrase(&a.new_key_file)?;
-    let slot = update::add_key(&dev, &vol, &existing, &new, a.key_slot, &pbkdf)?;
+    let slot = update::add_key(dev, &vol, &existing, &new, a.key_slot, &pbkdf)?;
     if verbose {
         eprintln!("Key slot {slot} created.");
     }
@@ -342,14 +363,15 @@ fn run_add_key(a: AddKeyArgs, verbose: bool) -> CliResult {
 }
 
 fn run_remove_key(a: RemoveKeyArgs, verbose: bool) -> CliResult {
-    let dev = open_device(&a.image, true)?;
-    let vol = load(&dev, &a.image)?;
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
     let pass = passphrase(&a.key_file, "Enter passphrase to be deleted: ", false)?;
-    let u = vol.unlock(&dev, &pass, None)?;
+    let u = vol.unlock(dev, &pass, None)?;
     if vol.active_slots().len() == 1 {
         confirm(a.batch, "This is the last keyslot. Device will become unusable after purging this key.")?;
     }
-    update::kill_slot(&dev, &vol, u.keyslot)?;
+    update::kill_slot(dev, &vol, u.keyslot)?;
     if verbose {
         eprintln!("Key slot {} removed.", u.keyslot);
     }
@@ -358,12 +380,13 @@ fn run_remove_key(a: RemoveKeyArgs, verbose: bool) -> CliResult {
 
 fn run_change_key(a: ChangeKeyArgs, verbose: bool) -> CliResult {
     let pbkdf = a.pbkdf.options()?;
-    let dev = open_device(&a.image, true)?;
-    let vol = load(&dev, &a.image)?;
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
     let old = passphrase(&a.key_file, "Enter passphrase to be changed: ", false)?;
-    vol.unlock(&dev, &old, a.key_slot)?;
+    vol.unlock(dev, &old, a.key_slot)?;
     let new = new_passphrase(&a.new_key_file)?;
-    let slot = update::change_key(&dev, &vol, &old, &new, a.key_slot, &pbkdf)?;
+    let slot = update::change_key(dev, &vol, &old, &new, a.key_slot, &pbkdf)?;
     if verbose {
         eprintln!("Key slot {slot} changed.");
     }
@@ -371,18 +394,19 @@ fn run_change_key(a: ChangeKeyArgs, verbose: bool) -> CliResult {
 }
 
 fn run_kill_slot(a: KillSlotArgs, verbose: bool) -> CliResult {
-    let dev = open_device(&a.image, true)?;
-    let vol = load(&dev, &a.image)?;
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
     if !vol.active_slots().contains(&a.slot) {
         return Err(luks::LuksError::SlotInactive(a.slot).into());
     }
     if !a.batch || a.key_file.is_some() {
         // As cryptsetup: prove access with a passphrase of a keyslot that stays.
         let pass = passphrase(&a.key_file, "Enter any remaining passphrase: ", false)?;
-        vol.unlock(&dev, &pass, None)?;
+        vol.unlock(dev, &pass, None)?;
     }
     confirm(a.batch, &format!("WARNING!\n========\nThis will wipe keyslot {} of {}.", a.slot, a.image.display()))?;
-    update::kill_slot(&dev, &vol, a.slot)?;
+    update::kill_slot(dev, &vol, a.slot)?;
     if verbose {
         eprintln!("Key slot {} wiped.", a.slot);
     }
@@ -390,9 +414,10 @@ fn run_kill_slot(a: KillSlotArgs, verbose: bool) -> CliResult {
 }
 
 fn run_header_backup(a: HeaderBackupArgs, verbose: bool) -> CliResult {
-    let dev = open_device(&a.image, false)?;
-    let vol = load(&dev, &a.image)?;
-    let n = backup::header_backup(&dev, &vol, &a.header_backup_file)?;
+    let lock = open_device(&a.image, false)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
+    let n = backup::header_backup(dev, &vol, &a.header_backup_file)?;
     if verbose {
         eprintln!("Wrote {n} bytes of header to {}.", a.header_backup_file.display());
     }
@@ -400,11 +425,12 @@ fn run_header_backup(a: HeaderBackupArgs, verbose: bool) -> CliResult {
 }
 
 fn run_header_restore(a: HeaderRestoreArgs, verbose: bool) -> CliResult {
-    let dev = open_device(&a.image, true)?;
-    let plan = backup::plan_restore(&dev, &a.header_backup_file)?;
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let plan = backup::plan_restore(dev, &a.header_backup_file)?;
     let what = if plan.replaces_header { "replace the LUKS header (and keyslots)" } else { "write a LUKS header" };
     confirm(a.batch, &format!("WARNING!\n========\nThis will {what} on {}.", a.image.display()))?;
-    let vol = backup::apply_restore(&dev, &plan)?;
+    let vol = backup::apply_restore(dev, &plan)?;
     if verbose {
         eprintln!("Restored header of LUKS volume {}.", vol.uuid());
     }
@@ -412,8 +438,9 @@ fn run_header_restore(a: HeaderRestoreArgs, verbose: bool) -> CliResult {
 }
 
 fn run_repair(a: RepairArgs, verbose: bool) -> CliResult {
-    let dev = open_device(&a.image, true)?;
-    let vol = load(&dev, &a.image)?;
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
     if let Ok(st) = vol.luks2("repair") {
         if st.primary_ok && st.secondary_ok {
             if verbose {
@@ -427,7 +454,7 @@ fn run_repair(a: RepairArgs, verbose: bool) -> CliResult {
     } else {
         return Ok(exit::OK);
     }
-    update::repair(&dev, &vol)?;
+    update::repair(dev, &vol)?;
     eprintln!("Header repaired: both copies rewritten.");
     Ok(exit::OK)
 }
