@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 #[derive(Args, Debug)]
 pub struct LuksArgs {
     #[command(subcommand)]
-    pub command: LuksCommand,
+    pub command: Box<LuksCommand>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,7 +210,7 @@ pub struct RepairArgs {
 }
 
 pub fn run(args: LuksArgs, verbose: bool) -> CliResult {
-    match args.command {
+    match *args.command {
         LuksCommand::Format(a) => run_format(a, verbose),
         LuksCommand::Dump(a) => run_dump(a),
         LuksCommand::AddKey(a) => run_add_key(a, verbose),

@@ -163,6 +163,7 @@ pub struct Luks2State {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per loaded volume
 pub enum Header {
     Luks1(Luks1Header),
     Luks2(Luks2State),
