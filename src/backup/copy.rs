@@ -42,15 +42,23 @@ pub fn copy_file(src: &Path, dst: &Path, meta: &Metadata, buf: &mut Vec<u8>) -> 
         .mode(0o600)
         .open(dst)
         .map_err(CopyError::Target)?;
-    let mut hasher = blake3::Hasher::new();
-    let sparse = meta.len() > 0 && meta.blocks().saturating_mul(512) < meta.len();
-    let size = if sparse {
-        copy_sparse(&mut input, &mut out, &mut hasher, buf)?
-    } else {
-        copy_dense(&mut input, &mut out, &mut hasher, buf)?
-    };
-    let skipped_xattrs = apply_fd_metadata(&input, &out, meta)?;
-    Ok(Copied { hash: *hasher.finalize().as_bytes(), size, skipped_xattrs })
+    // From here on the file is ours: on any failure, leave nothing half-copied behind.
+    let result = (|| {
+        let mut hasher = blake3::Hasher::new();
+        let sparse = meta.len() > 0 && meta.blocks().saturating_mul(512) < meta.len();
+        let size = if sparse {
+            copy_sparse(&mut input, &mut out, &mut hasher, buf)?
+        } else {
+            copy_dense(&mut input, &mut out, &mut hasher, buf)?
+        };
+        let skipped_xattrs = apply_fd_metadata(&input, &out, meta)?;
+        Ok(Copied { hash: *hasher.finalize().as_bytes(), size, skipped_xattrs })
+    })();
+    if result.is_err() {
+        drop(out);
+        let _ = fs::remove_file(dst);
+    }
+    result
 }
 
 /// Owner, mode, xattrs, then times, on open files (no path lookups).

@@ -411,15 +411,9 @@ fn copy_regular(entry: &WalkEntry, dst: &Path, buf: &mut Vec<u8>) -> Outcome {
             let record = record_for(&entry.rel, &entry.meta, Kind::File, c.size, Some(c.hash), None);
             Outcome::Done { record, new_bytes: c.size, linked: false }
         }
-        Err(CopyError::Source(e)) => {
-            // Leave nothing half-copied behind.
-            let _ = fs::remove_file(dst);
-            source_warning(entry, e)
-        }
-        Err(CopyError::Target(e)) => {
-            let _ = fs::remove_file(dst);
-            target_error(dst, e)
-        }
+        // copy_file removed anything it had created.
+        Err(CopyError::Source(e)) => source_warning(entry, e),
+        Err(CopyError::Target(e)) => target_error(dst, e),
     }
 }
 
