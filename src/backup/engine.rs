@@ -145,7 +145,8 @@ pub struct Stats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("{path}: {error}")]
+    /// `error` already names the file.
+    #[error("{error}")]
     Target { path: PathBuf, error: io::Error },
     #[error("writing the record: {0}")]
     Sink(io::Error),
@@ -157,8 +158,14 @@ impl PipelineError {
             PipelineError::Target { error, .. } => error,
             PipelineError::Sink(e) => e,
         };
-        matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        is_no_space(e)
     }
+}
+
+/// ENOSPC or EDQUOT, also when wrapped with a message.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 pub fn dst_path(root: &Path, rel: &Path) -> PathBuf {

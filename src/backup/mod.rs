@@ -270,7 +270,7 @@ fn make_generation(
     let (name, time, _) = generation::next_name(gens, time);
     let partial = gen_dir.join(format!("{PARTIAL_PREFIX}{name}"));
     let final_path = gen_dir.join(&name);
-    let no_space = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT));
+    let no_space = engine::is_no_space;
     let fail = |path: &Path, e: io::Error| -> Attempt {
         if no_space(&e) {
             Attempt::NoSpace(format!("{}: {e}", path.display()))
