@@ -147,9 +147,11 @@ pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
 }
 
 pub fn hex(hash: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(64);
     for b in hash {
-        s.push_str(&format!("{b:02x}"));
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
 }

@@ -107,6 +107,9 @@ pub struct VerifyArgs {
 pub struct GenerationsArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Delete generation G (never the newest complete one); renamed out of the list first.
+    #[arg(long, value_name = "G")]
+    pub delete: Option<String>,
     /// Print the list as JSON.
     #[arg(long)]
     pub json: bool,
@@ -363,6 +366,19 @@ pub fn run_verify(a: VerifyArgs, _verbose: bool) -> CliResult {
 
 pub fn run_generations(a: GenerationsArgs, _verbose: bool) -> CliResult {
     let r = resolve(&a.target)?;
+    if let Some(name) = &a.delete {
+        let _lock = backup::lock_root(&r.root)?;
+        let gens = backup::generation::list(&r.root).map_err(|e| Failure::new(exit::DEVICE, format!("{}: {e}", r.root.display())))?;
+        // Exact names only: a prefix is too easy to get wrong when deleting.
+        let g = gens.iter().find(|g| g.name == *name).ok_or_else(|| Failure::usage(format!("no generation named {name:?}")))?;
+        if gens.last() == Some(g) {
+            return Err(Failure::usage(format!("{} is the newest complete generation", g.name)).with_hint("make a new backup first"));
+        }
+        let started = std::time::Instant::now();
+        backup::prune::prune_generation(&g.path).map_err(|e| Failure::new(exit::DEVICE, format!("{}: {e}", g.path.display())))?;
+        eprintln!("deleted {} in {:.2} s", g.name, started.elapsed().as_secs_f64());
+        return Ok(exit::OK);
+    }
     let gens = backup::list_generations(&r.root)?;
     if a.json {
         let list: Vec<_> = gens
