@@ -2,6 +2,7 @@
 //! sysfs view of disks (model, serial, size, holders).
 
 pub mod busy;
+pub mod lifecycle;
 pub mod gpt;
 pub mod loopdev;
 pub mod mkfs;

@@ -196,3 +196,42 @@ mod tests {
         assert_eq!(identify(&m), vec![Signature::Mbr, Signature::Swap]);
     }
 }
+
+/// Version, UUID and (LUKS2) label from the first 4 KiB of a LUKS header. Both versions keep the
+/// UUID at byte 168 (40 bytes); LUKS2 keeps its label at byte 24 (48 bytes). For finding disks
+/// only: the LUKS layer validates headers before anything is trusted.
+pub fn luks_identity(head: &[u8]) -> Option<(u16, String, Option<String>)> {
+    if at(head, 0, 6) != Some(b"LUKS\xba\xbe") {
+        return None;
+    }
+    let version = at(head, 6, 2).map(|v| u16::from_be_bytes([v[0], v[1]]))?;
+    let cstr = |b: &[u8]| {
+        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    let uuid = cstr(at(head, 168, 40)?);
+    let label = if version == 2 { Some(cstr(at(head, 24, 48)?)).filter(|l| !l.is_empty()) } else { None };
+    Some((version, uuid, label))
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn reads_uuid_and_label() {
+        let mut h = vec![0u8; 4096];
+        h[..6].copy_from_slice(b"LUKS\xba\xbe");
+        h[7] = 2;
+        h[24..28].copy_from_slice(b"BACK");
+        h[168..204].copy_from_slice(b"a12d9317-39b6-49a6-82f7-1e9f1b75dc8c");
+        assert_eq!(
+            luks_identity(&h),
+            Some((2, "a12d9317-39b6-49a6-82f7-1e9f1b75dc8c".into(), Some("BACK".into())))
+        );
+        h[7] = 1;
+        assert_eq!(luks_identity(&h).unwrap().2, None);
+        h[0] = b'X';
+        assert_eq!(luks_identity(&h), None);
+    }
+}
