@@ -113,8 +113,36 @@ pub struct ListArgs {
 
 /// Converts the CLI's format flags into the LUKS layer's options, with the disk label.
 pub fn format_options(f: &FormatFlags, label: &str) -> Result<luks::FormatOptions, Failure> {
-    let _ = (f, label);
-    Ok(luks::FormatOptions::default())
+    let mut o = luks::FormatOptions { label: Some(label.to_string()), ..Default::default() };
+    if let Some(c) = &f.cipher {
+        o.cipher = c.clone();
+    }
+    if let Some(bits) = f.key_size {
+        if bits == 0 || bits % 8 != 0 {
+            return Err(Failure::usage("--key-size is in bits and must be a multiple of 8"));
+        }
+        o.key_size_bits = bits as u32;
+    }
+    if let Some(h) = &f.hash {
+        o.pbkdf.hash = h.clone();
+    }
+    if let Some(k) = &f.pbkdf {
+        o.pbkdf.kind = luks::PbkdfType::parse(k)?;
+    }
+    if let Some(t) = f.iter_time {
+        o.pbkdf.iter_time_ms = t;
+    }
+    o.pbkdf.memory_kib = f.pbkdf_memory;
+    o.pbkdf.parallel = f.pbkdf_parallel;
+    o.pbkdf.force_iterations = f.pbkdf_force_iterations;
+    if let Some(ss) = f.sector_size {
+        if !(512..=4096).contains(&ss) || !ss.is_power_of_two() {
+            return Err(Failure::usage("--sector-size must be 512, 1024, 2048 or 4096"));
+        }
+        o.sector_size = Some(ss);
+    }
+    o.uuid = f.uuid.clone();
+    Ok(o)
 }
 
 fn passphrase(key_file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Passphrase, Failure> {

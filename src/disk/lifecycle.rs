@@ -347,9 +347,18 @@ pub fn init(target: &Target, label: &str, opts: &luks::FormatOptions, pass: &Pas
     let part = OpenOptions::new().read(true).write(true).open(&part_path).map_err(io_at(&part_path))?;
 
     progress("formatting LUKS2 (deriving the key takes a moment)");
-    let volume = luks::format(&part, opts, pass)?;
+    // We choose the volume key, so the new volume need not be unlocked again (one KDF run).
+    let mut opts = opts.clone();
+    let key = match opts.volume_key.clone() {
+        Some(k) => k,
+        None => VolumeKey::random((opts.key_size_bits / 8) as usize).map_err(io_at(&part_path))?,
+    };
+    opts.volume_key = Some(key.clone());
+    if opts.sector_size.is_none() && disk.logical_block_size >= 4096 {
+        opts.sector_size = Some(disk.logical_block_size as u32);
+    }
+    let volume = luks::format(&part, &opts, pass)?;
     part.sync_all().map_err(io_at(&part_path))?;
-    let unlocked = volume.unlock(&part, pass, None)?;
     let segment = volume.crypt_segment()?;
     let uuid = volume.uuid().to_string();
     let name = format!("offdisk-init-{}", std::process::id());
@@ -364,7 +373,7 @@ pub fn init(target: &Target, label: &str, opts: &luks::FormatOptions, pass: &Pas
             read_only: false,
             flags: dm::CryptFlags::default(),
         },
-        &unlocked.key,
+        &key,
     )?;
     let mut guard = MappingGuard { name: Some(name.clone()) };
 
