@@ -156,6 +156,11 @@ impl AgentLinks {
         Ok(Link { stream, uid })
     }
 
+    /// Wraps a stream whose peer was checked some other way (socketpair, tests).
+    pub fn connect_one_stream(stream: UnixStream, uid: u32) -> Link {
+        Link { stream, uid }
+    }
+
     pub fn push(&mut self, link: Link) {
         self.links.push(link);
     }
