@@ -1,24 +1,348 @@
-//! `offdisk init/open/close/status/list` (owned by the device-mapper work).
+//! `offdisk init/open/close/status/list`: a backup disk from blank to open and mounted, and back
+//! to safe to unplug.
 
-use super::CliResult;
+use super::prompt::{read_passphrase, KeySource};
+use super::{CliResult, Failure};
+use crate::disk::lifecycle::{self, DiskError, LuksDevice, OpenRequest};
+use crate::disk::sysfs::human_size;
+use crate::error::exit;
+use crate::luks;
+use crate::secret::Passphrase;
 use clap::Args;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 
-#[derive(Args, Debug)]
-pub struct InitArgs {}
-#[derive(Args, Debug)]
-pub struct OpenArgs {}
-#[derive(Args, Debug)]
-pub struct CloseArgs {}
-#[derive(Args, Debug)]
-pub struct StatusArgs {}
-#[derive(Args, Debug)]
-pub struct ListArgs {}
-
-fn todo() -> CliResult {
-    Err(super::Failure::usage("not implemented yet"))
+/// LUKS format options, as `cryptsetup luksFormat` / `offdisk luks format` take them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FormatFlags {
+    /// Cipher for the data (and keyslots), e.g. aes-xts-plain64.
+    #[arg(long, short = 'c')]
+    pub cipher: Option<String>,
+    /// Volume key size in bits (e.g. 512 for aes-xts-plain64 with AES-256).
+    #[arg(long, short = 's')]
+    pub key_size: Option<usize>,
+    /// Hash for the digest and keyslot anti-forensic splitter (sha256, sha512, ...).
+    #[arg(long)]
+    pub hash: Option<String>,
+    /// Key derivation: argon2id, argon2i or pbkdf2.
+    #[arg(long)]
+    pub pbkdf: Option<String>,
+    /// Time to spend deriving the key when benchmarking the KDF, in milliseconds.
+    #[arg(long, short = 'i')]
+    pub iter_time: Option<u32>,
+    /// Argon2 memory cost in KiB.
+    #[arg(long)]
+    pub pbkdf_memory: Option<u32>,
+    /// Argon2 parallel threads.
+    #[arg(long)]
+    pub pbkdf_parallel: Option<u32>,
+    /// Fixed KDF iterations (pbkdf2) or time cost (argon2), no benchmark.
+    #[arg(long)]
+    pub pbkdf_force_iterations: Option<u32>,
+    /// Encryption sector size in bytes (512 or 4096).
+    #[arg(long)]
+    pub sector_size: Option<u32>,
+    /// Volume UUID (default: random).
+    #[arg(long)]
+    pub uuid: Option<String>,
 }
-pub fn run_init(_a: InitArgs, _v: bool) -> CliResult { todo() }
-pub fn run_open(_a: OpenArgs, _v: bool) -> CliResult { todo() }
-pub fn run_close(_a: CloseArgs, _v: bool) -> CliResult { todo() }
-pub fn run_status(_a: StatusArgs, _v: bool) -> CliResult { todo() }
-pub fn run_list(_a: ListArgs, _v: bool) -> CliResult { todo() }
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example: offdisk init /dev/sdb --label OFFSITE1\n         offdisk init --batch --key-file pw disk.img --label TEST")]
+pub struct InitArgs {
+    /// The whole disk (e.g. /dev/sdb) or a disk image file (a loop device is attached for it).
+    pub device: PathBuf,
+    /// Name of the disk: the LUKS2 label, the ext4 label and the partition name.
+    #[arg(long, short = 'L')]
+    pub label: String,
+    /// Erase the disk even if it holds a filesystem, LUKS header or partition table.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not ask for confirmation (the passphrase must come from --key-file).
+    #[arg(long, short = 'q')]
+    pub batch: bool,
+    /// Read the new passphrase from this file ("-": standard input) instead of the terminal.
+    #[arg(long, short = 'd')]
+    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub format: FormatFlags,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example: offdisk open OFFSITE1 --mount\n         offdisk open /dev/sdb --mount /mnt/backup --read-only")]
+pub struct OpenArgs {
+    /// The disk: device path (whole disk or partition), image file, LUKS label or LUKS UUID.
+    pub target: String,
+    /// Device-mapper name (default: luks-<UUID>, as udisks names it).
+    #[arg(long, short = 'n')]
+    pub name: Option<String>,
+    /// Mount the filesystem (nosuid,nodev) on DIR, or on /media/<label> without DIR.
+    #[arg(long, short = 'm', num_args = 0..=1, value_name = "DIR")]
+    pub mount: Option<Option<PathBuf>>,
+    /// Open and mount read-only.
+    #[arg(long, short = 'r')]
+    pub read_only: bool,
+    /// Read the passphrase from this file ("-": standard input) instead of the terminal.
+    #[arg(long, short = 'd')]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example: offdisk close OFFSITE1 --power-off")]
+pub struct CloseArgs {
+    /// The open disk: mapping name, /dev/mapper path, mount point, device, image, label or UUID.
+    pub target: String,
+    /// Power the disk off afterwards (USB disks are detached from their port).
+    #[arg(long)]
+    pub power_off: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Converts the CLI's format flags into the LUKS layer's options, with the disk label.
+pub fn format_options(f: &FormatFlags, label: &str) -> Result<luks::FormatOptions, Failure> {
+    let mut o = luks::FormatOptions { label: Some(label.to_string()), ..Default::default() };
+    if let Some(c) = &f.cipher {
+        o.cipher = c.clone();
+    }
+    if let Some(bits) = f.key_size {
+        if bits == 0 || bits % 8 != 0 {
+            return Err(Failure::usage("--key-size is in bits and must be a multiple of 8"));
+        }
+        o.key_size_bits = bits as u32;
+    }
+    if let Some(h) = &f.hash {
+        o.pbkdf.hash = h.clone();
+    }
+    if let Some(k) = &f.pbkdf {
+        o.pbkdf.kind = luks::PbkdfType::parse(k)?;
+    }
+    if let Some(t) = f.iter_time {
+        o.pbkdf.iter_time_ms = t;
+    }
+    o.pbkdf.memory_kib = f.pbkdf_memory;
+    o.pbkdf.parallel = f.pbkdf_parallel;
+    o.pbkdf.force_iterations = f.pbkdf_force_iterations;
+    if let Some(ss) = f.sector_size {
+        if !(512..=4096).contains(&ss) || !ss.is_power_of_two() {
+            return Err(Failure::usage("--sector-size must be 512, 1024, 2048 or 4096"));
+        }
+        o.sector_size = Some(ss);
+    }
+    o.uuid = f.uuid.clone();
+    Ok(o)
+}
+
+fn passphrase(key_file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Passphrase, Failure> {
+    let src = match key_file {
+        Some(p) => KeySource::File(p),
+        None => KeySource::Terminal { prompt, confirm },
+    };
+    read_passphrase(src).map_err(|e| {
+        Failure::new(exit::USAGE, format!("reading the passphrase: {e}")).with_hint("give the passphrase with --key-file FILE (\"-\" for standard input)")
+    })
+}
+
+fn describe_disk(d: &crate::disk::sysfs::BlockDevice, image: Option<&Path>) -> String {
+    let mut s = format!("{} ({})", d.path.display(), human_size(d.size));
+    if let Some(i) = image {
+        s += &format!(", image {}", i.display());
+    }
+    if let Some(m) = &d.model {
+        s += &format!(", model {m}");
+    }
+    if let Some(sn) = &d.serial {
+        s += &format!(", serial {sn}");
+    }
+    if d.removable {
+        s += ", removable";
+    }
+    s
+}
+
+pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
+    lifecycle::require_root("offdisk init")?;
+    if a.label.is_empty() || a.label.len() > crate::disk::mkfs::EXT4_LABEL_MAX || a.label.contains('/') {
+        return Err(Failure::usage("the label must be 1-16 bytes without '/' (it is also the ext4 label)"));
+    }
+    if a.batch && a.key_file.is_none() {
+        return Err(Failure::usage("--batch needs --key-file (nobody is there to type a passphrase)"));
+    }
+    let opts = format_options(&a.format, &a.label)?;
+    let target = lifecycle::resolve_device(&a.device, false)?;
+    let check = lifecycle::check_init(&target.disk, a.force)?;
+
+    eprintln!("Disk: {}", describe_disk(&target.disk, target.image.as_deref()));
+    if check.found.is_empty() {
+        eprintln!("It is blank.");
+    } else {
+        for (dev, sigs) in &check.found {
+            let what: Vec<String> = sigs.iter().map(|s| s.to_string()).collect();
+            eprintln!("On {}: {}", dev.display(), what.join(", "));
+        }
+    }
+    eprintln!("Everything on it will be erased; it becomes an encrypted backup disk named '{}'.", a.label);
+    if !a.batch {
+        eprint!("Type the label '{}' to go ahead: ", a.label);
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::usage(format!("reading confirmation: {e}")))?;
+        if line.trim_end_matches(['\n', '\r']) != a.label {
+            eprintln!("Not confirmed; nothing was changed.");
+            return Ok(exit::USAGE);
+        }
+    }
+    let pass = passphrase(a.key_file.as_deref(), "Enter the new passphrase: ", true)?;
+    let progress = |s: &str| {
+        if verbose || !a.batch {
+            eprintln!("... {s}");
+        }
+    };
+    let out = lifecycle::init(&target, &a.label, &opts, &pass, &progress)?;
+    println!(
+        "{} is ready: LUKS2 {} on {}, ext4 labelled '{}'. Open it with `offdisk open {} --mount`.",
+        a.device.display(),
+        out.luks_uuid,
+        out.partition.display(),
+        a.label,
+        a.label
+    );
+    if verbose {
+        eprintln!("volume key went to dm-crypt via {:?}", out.key_delivery);
+    }
+    Ok(exit::OK)
+}
+
+pub fn run_open(a: OpenArgs, verbose: bool) -> CliResult {
+    lifecycle::require_root("offdisk open")?;
+    if let Some(n) = &a.name {
+        crate::dm::check_name(n).map_err(DiskError::from)?;
+    }
+    let luks: LuksDevice = lifecycle::find_luks(&a.target, a.read_only)?;
+    let req = OpenRequest { name: a.name.clone(), mount: a.mount.clone(), read_only: a.read_only };
+
+    if let Some(m) = lifecycle::mapping_of(&luks)? {
+        // Already open: say so, and mount if asked.
+        let mut msg = format!("{} is already open as {}", luks.path.display(), m.path().display());
+        if let Some(dir) = &req.mount {
+            let mp = lifecycle::mount_mapping(&m.path(), m.dev, dir.as_deref(), luks.label.as_deref(), &m.name, a.read_only || m.read_only)?;
+            msg += &format!(", mounted on {}", mp.display());
+        }
+        println!("{msg}");
+        return Ok(exit::OK);
+    }
+
+    let file = std::fs::File::open(&luks.path).map_err(|err| DiskError::Io { path: luks.path.clone(), err })?;
+    let volume = luks::Volume::load(&file)?;
+    volume.check_activatable()?;
+    let who = luks.label.clone().unwrap_or_else(|| luks.path.display().to_string());
+    let pass = passphrase(a.key_file.as_deref(), &format!("Enter passphrase for {who}: "), false)?;
+    let unlocked = volume.unlock(&file, &pass, None)?;
+    drop(pass);
+    let opened = lifecycle::activate_and_mount(&luks, &volume, &unlocked.key, &req)?;
+    drop(unlocked);
+    let mut msg = format!("Opened {} as {}", luks.path.display(), opened.mapper_path.display());
+    if let Some(mp) = &opened.mount_point {
+        msg += &format!(", mounted on {}", mp.display());
+    }
+    println!("{msg}");
+    if verbose {
+        eprintln!("volume key went to dm-crypt via {:?}", opened.key_delivery);
+    }
+    Ok(exit::OK)
+}
+
+pub fn run_close(a: CloseArgs, _verbose: bool) -> CliResult {
+    lifecycle::require_root("offdisk close")?;
+    let m = lifecycle::find_open(&a.target)?;
+    let closed = lifecycle::close(&m)?;
+    for d in &closed.unmounted {
+        eprintln!("Unmounted {}", d.display());
+    }
+    eprintln!("Closed {}", m.info.name);
+    if a.power_off {
+        for d in &m.disks {
+            lifecycle::power_off(d)?;
+            eprintln!("Powered off {d}");
+        }
+    }
+    let disks: Vec<String> = m.disks.iter().map(|d| format!("/dev/{d}")).collect();
+    println!("{} is safe to unplug.", if disks.is_empty() { m.info.name.clone() } else { disks.join(", ") });
+    Ok(exit::OK)
+}
+
+fn print_reports(reports: &[lifecycle::DiskReport], all: bool) {
+    if reports.is_empty() {
+        println!("No disks found.");
+        return;
+    }
+    for r in reports {
+        if !all && r.volumes.is_empty() {
+            continue;
+        }
+        let mut line = format!("{}  {}", r.path.display(), human_size(r.size));
+        if let Some(m) = &r.model {
+            line += &format!("  {m}");
+        }
+        if let Some(s) = &r.serial {
+            line += &format!("  serial {s}");
+        }
+        if r.removable {
+            line += "  removable";
+        }
+        if let Some(i) = &r.image {
+            line += &format!("  image {}", i.display());
+        }
+        println!("{line}");
+        if r.volumes.is_empty() {
+            let c = if r.contents.is_empty() { "blank or unknown".to_string() } else { r.contents.join(", ") };
+            println!("  {c}");
+        }
+        for v in &r.volumes {
+            let ver = if v.luks_version == 0 { "LUKS".to_string() } else { format!("LUKS{}", v.luks_version) };
+            let label = v.label.as_deref().map(|l| format!(" '{l}'")).unwrap_or_default();
+            let state = match (&v.mapping, v.mount_points.first()) {
+                (None, _) => "closed".to_string(),
+                (Some(m), None) => format!("open as /dev/mapper/{m}"),
+                (Some(m), Some(mp)) => format!("open as /dev/mapper/{m}, mounted on {}", mp.display()),
+            };
+            println!("  {} {ver}{label} {}: {state}", v.device.display(), v.uuid);
+        }
+    }
+}
+
+pub fn run_status(a: StatusArgs, _verbose: bool) -> CliResult {
+    let reports: Vec<_> = lifecycle::report().into_iter().filter(|r| !r.volumes.is_empty()).collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    if reports.is_empty() {
+        println!("No LUKS disks present.");
+    } else {
+        print_reports(&reports, false);
+    }
+    Ok(exit::OK)
+}
+
+pub fn run_list(a: ListArgs, _verbose: bool) -> CliResult {
+    let reports = lifecycle::report();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    print_reports(&reports, true);
+    Ok(exit::OK)
+}

@@ -10,18 +10,110 @@
 //! - `Volume::crypt_segment() -> Result<CryptSegment, LuksError>`: what dm-crypt needs.
 //! - `Volume::check_activatable()`: refuses unknown mandatory requirements.
 //! - `format(&File, &FormatOptions, &Passphrase) -> Result<Volume, LuksError>`.
+//!
+//! Layout by concern: `codec` (the one bounds-checked reader), `header` (LUKS2 binary
+//! header copies), `metadata` (JSON model and validation), `luks1`, `hash`, `kdf`, `af`,
+//! `cipher`, `keyslot`, `layout` + `calibrate` + `format` (writing new volumes), `update`
+//! (crash-safe commits and keyslot management), `backup` (header backup/restore),
+//! `io` (positioned I/O, with a memory device for crash tests), `dump` (JSON description).
 
+pub mod af;
+pub mod backup;
+pub mod calibrate;
+pub mod cipher;
+pub mod codec;
+pub mod dump;
+pub mod format;
+pub mod hash;
+pub mod header;
+pub mod io;
+pub mod kdf;
+pub mod keyslot;
+pub mod layout;
+pub mod luks1;
+pub mod metadata;
+pub mod update;
+
+pub use format::{format, format_io, FormatOptions, PbkdfOptions, PbkdfType};
+
+use crate::error::{exit, Diagnose};
 use crate::secret::{Passphrase, VolumeKey};
+use header::{BinaryHeader, Copy, HeaderCopy};
+use io::BlockIo;
+use luks1::Luks1Header;
+use metadata::Metadata;
 use std::fs::File;
 
 /// Errors from the LUKS layer.
 #[derive(Debug, thiserror::Error)]
 pub enum LuksError {
-    #[error("not implemented yet")]
-    Unimplemented,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a LUKS device (no LUKS header found)")]
+    NotLuks,
+    #[error("ambiguous device: {0}")]
+    Ambiguous(String),
+    #[error("invalid LUKS header: {0}")]
+    Header(String),
+    #[error("invalid LUKS2 metadata: {0}")]
+    Metadata(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("the volume has unknown mandatory requirement {0:?}: it may be inspected but not activated or modified")]
+    Requirement(String),
+    #[error("no key available with this passphrase")]
+    NoKey,
+    #[error("keyslot {0} is not active")]
+    SlotInactive(usize),
+    #[error("keyslot {0} is already in use")]
+    SlotInUse(usize),
+    #[error("keyslot {0} is out of range")]
+    SlotRange(usize),
+    #[error("all keyslots are in use")]
+    NoFreeSlot,
+    #[error("no room left in the keyslots area for another keyslot")]
+    NoSpace,
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    #[error("header backup does not fit this device: {0}")]
+    BackupMismatch(String),
+    #[error("device too small: {0}")]
+    TooSmall(String),
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    #[error("operation not supported on LUKS1 volumes: {0}")]
+    Luks1ReadOnly(&'static str),
 }
 
-impl crate::error::Diagnose for LuksError {}
+impl LuksError {
+    pub fn io(context: String, source: std::io::Error) -> Self {
+        LuksError::Io { context, source }
+    }
+}
+
+impl Diagnose for LuksError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            LuksError::Io { .. } | LuksError::TooSmall(_) => exit::DEVICE,
+            LuksError::NoKey => exit::NO_KEY,
+            LuksError::OutOfMemory(_) => exit::NO_MEMORY,
+            _ => exit::USAGE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            LuksError::NoKey => Some("check the passphrase or key file (key files are used byte for byte, newline included)".into()),
+            LuksError::Ambiguous(_) => Some("inspect the device; if the LUKS header was overwritten by mistake, restore it with `offdisk luks header-restore`".into()),
+            LuksError::NoFreeSlot => Some("remove an unused key first (`offdisk luks kill-slot`)".into()),
+            LuksError::Requirement(_) => Some("use a cryptsetup version that knows this requirement".into()),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -56,41 +148,308 @@ pub struct Unlocked {
     pub key: VolumeKey,
 }
 
-/// Options for `format`, mirroring `cryptsetup luksFormat`.
-#[derive(Debug, Clone, Default)]
-pub struct FormatOptions {}
+/// A LUKS2 header as loaded: the winning copy plus what was found about the other one.
+#[derive(Debug, Clone)]
+pub struct Luks2State {
+    pub bin: BinaryHeader,
+    pub meta: Metadata,
+    /// Which copies were valid and current (same seqid as the winner).
+    pub primary_ok: bool,
+    pub secondary_ok: bool,
+    /// Highest seqid seen on either copy (the next write uses one more).
+    pub max_seqid: u64,
+    /// Why a copy was not used, for `dump` and repair messages.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Header {
+    Luks1(Luks1Header),
+    Luks2(Luks2State),
+}
 
 /// A parsed, validated LUKS header.
 #[derive(Debug, Clone)]
-pub struct Volume {}
+pub struct Volume {
+    pub header: Header,
+}
 
 impl Volume {
-    pub fn load(_dev: &File) -> Result<Volume, LuksError> {
-        Err(LuksError::Unimplemented)
+    pub fn load(dev: &File) -> Result<Volume, LuksError> {
+        Self::load_io(dev)
     }
+
+    /// `load` for any `BlockIo` (memory devices in tests).
+    pub fn load_io(io: &dyn BlockIo) -> Result<Volume, LuksError> {
+        let mut first = vec![0u8; 4096];
+        let short = io.read_at(&mut first, 0).is_err();
+        if short {
+            // Shorter than one header copy: try what there is, for a clear message.
+            let size = io.size().map_err(|e| LuksError::io("reading device size".into(), e))?;
+            if size < luks1::HEADER_LEN as u64 {
+                return Err(LuksError::NotLuks);
+            }
+            first.truncate(size as usize);
+            io.read_at(&mut first, 0).map_err(|e| LuksError::io("reading header".into(), e))?;
+        }
+        if first[..6] == header::MAGIC_PRIMARY {
+            let version = u16::from_be_bytes([first[6], first[7]]);
+            match version {
+                1 => return Ok(Volume { header: Header::Luks1(Luks1Header::parse(&first[..luks1::HEADER_LEN])?) }),
+                2 => {}
+                v => return Err(LuksError::Unsupported(format!("LUKS version {v}"))),
+            }
+        }
+        let primary = if first[..6] == header::MAGIC_PRIMARY {
+            header::read_copy(io, 0, Copy::Primary)
+        } else {
+            Err(LuksError::Header("no primary header".into()))
+        };
+        let secondary = header::read_secondary(io, &primary);
+        if primary.is_err() && first[..6] != header::MAGIC_PRIMARY {
+            match &secondary {
+                Err(_) => return Err(LuksError::NotLuks),
+                Ok(s) => {
+                    if let Some(sig) = header::other_signature(&first) {
+                        return Err(LuksError::Ambiguous(format!(
+                            "the primary LUKS header area holds {sig}, but a LUKS2 secondary header exists at offset {}",
+                            s.bin.hdr_offset
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(Volume { header: Header::Luks2(choose(primary, secondary)?) })
+    }
+
     pub fn version(&self) -> Version {
-        Version::Luks2
+        match self.header {
+            Header::Luks1(_) => Version::Luks1,
+            Header::Luks2(_) => Version::Luks2,
+        }
     }
     pub fn uuid(&self) -> &str {
-        ""
+        match &self.header {
+            Header::Luks1(h) => &h.uuid,
+            Header::Luks2(s) => &s.bin.uuid,
+        }
     }
     pub fn label(&self) -> Option<&str> {
-        None
+        match &self.header {
+            Header::Luks2(s) if !s.bin.label.is_empty() => Some(&s.bin.label),
+            _ => None,
+        }
     }
     pub fn subsystem(&self) -> Option<&str> {
-        None
+        match &self.header {
+            Header::Luks2(s) if !s.bin.subsystem.is_empty() => Some(&s.bin.subsystem),
+            _ => None,
+        }
     }
-    pub fn unlock(&self, _dev: &File, _pass: &Passphrase, _slot: Option<usize>) -> Result<Unlocked, LuksError> {
-        Err(LuksError::Unimplemented)
+
+    /// The LUKS2 state, or the LUKS1 refusal for `what`.
+    pub fn luks2(&self, what: &'static str) -> Result<&Luks2State, LuksError> {
+        match &self.header {
+            Header::Luks2(s) => Ok(s),
+            Header::Luks1(_) => Err(LuksError::Luks1ReadOnly(what)),
+        }
     }
+
+    /// Active keyslot numbers.
+    pub fn active_slots(&self) -> Vec<usize> {
+        match &self.header {
+            Header::Luks1(h) => h.slots.iter().enumerate().filter(|(_, s)| s.active).map(|(i, _)| i).collect(),
+            Header::Luks2(s) => s.meta.keyslots.keys().map(|&k| k as usize).collect(),
+        }
+    }
+
+    pub fn unlock(&self, dev: &File, pass: &Passphrase, slot: Option<usize>) -> Result<Unlocked, LuksError> {
+        self.unlock_io(dev, pass, slot)
+    }
+
+    pub fn unlock_io(&self, io: &dyn BlockIo, pass: &Passphrase, slot: Option<usize>) -> Result<Unlocked, LuksError> {
+        let candidates = match slot {
+            Some(s) => {
+                let max = if self.version() == Version::Luks1 { luks1::SLOTS } else { metadata::MAX_ID as usize + 1 };
+                if s >= max {
+                    return Err(LuksError::SlotRange(s));
+                }
+                if !self.active_slots().contains(&s) {
+                    return Err(LuksError::SlotInactive(s));
+                }
+                vec![s]
+            }
+            None => self.slots_by_priority(),
+        };
+        let mut last_err = None;
+        for s in candidates {
+            let r = match &self.header {
+                Header::Luks1(h) => h.try_slot(io, s, pass.expose()),
+                Header::Luks2(st) => {
+                    if !self.slot_opens_data(st, s as u32) {
+                        continue;
+                    }
+                    keyslot::try_slot(io, &st.meta, s as u32, pass.expose())
+                }
+            };
+            match r {
+                Ok(Some(key)) => return Ok(Unlocked { keyslot: s, key: VolumeKey::new(key) }),
+                Ok(None) => {}
+                // Out of memory or I/O trouble is worth reporting over "wrong passphrase".
+                Err(e @ (LuksError::OutOfMemory(_) | LuksError::Io { .. })) => return Err(e),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (slot, last_err) {
+            (Some(_), Some(e)) => Err(e),
+            _ => Err(LuksError::NoKey),
+        }
+    }
+
+    /// Keyslots to try without `--key-slot`: priority high first, then normal; "ignore"
+    /// (priority 0) only when named explicitly, as cryptsetup does.
+    fn slots_by_priority(&self) -> Vec<usize> {
+        match &self.header {
+            Header::Luks1(_) => self.active_slots(),
+            Header::Luks2(s) => {
+                let mut v: Vec<(u32, u32)> = s
+                    .meta
+                    .keyslots
+                    .iter()
+                    .filter(|(_, k)| k.kind == "luks2")
+                    .map(|(id, k)| (k.priority.unwrap_or(1), *id))
+                    .filter(|(p, _)| *p != 0)
+                    .collect();
+                v.sort_by_key(|&(p, id)| (std::cmp::Reverse(p), id));
+                v.into_iter().map(|(_, id)| id as usize).collect()
+            }
+        }
+    }
+
+    fn slot_opens_data(&self, st: &Luks2State, slot: u32) -> bool {
+        let Some((seg, _)) = st.meta.data_segment() else { return false };
+        st.meta.digest_of(slot).is_some_and(|d| st.meta.digests[&d].segments.contains(&seg))
+    }
+
     pub fn crypt_segment(&self) -> Result<CryptSegment, LuksError> {
-        Err(LuksError::Unimplemented)
+        match &self.header {
+            Header::Luks1(h) => Ok(CryptSegment {
+                cipher: h.cipher_spec(),
+                key_size: h.key_bytes as usize,
+                offset: u64::from(h.payload_offset) * 512,
+                size: None,
+                iv_tweak: 0,
+                sector_size: 512,
+                digest_id: None,
+            }),
+            Header::Luks2(s) => {
+                let (id, seg) = s.meta.data_segment().ok_or_else(|| LuksError::Metadata("no crypt segment".into()))?;
+                let (did, _) = s
+                    .meta
+                    .digests
+                    .iter()
+                    .find(|(_, d)| d.segments.contains(&id))
+                    .ok_or_else(|| LuksError::Metadata(format!("segment {id} has no digest")))?;
+                let key_size = s
+                    .meta
+                    .keyslots
+                    .iter()
+                    .find(|(ks, _)| s.meta.digest_of(**ks) == Some(*did))
+                    .map(|(_, k)| k.key_size)
+                    .ok_or_else(|| LuksError::Metadata("no keyslot for the data segment".into()))?;
+                Ok(CryptSegment {
+                    cipher: seg.encryption.clone(),
+                    key_size,
+                    offset: seg.offset,
+                    size: seg.size,
+                    iv_tweak: seg.iv_tweak,
+                    sector_size: seg.sector_size,
+                    digest_id: Some(*did),
+                })
+            }
+        }
     }
+
     pub fn check_activatable(&self) -> Result<(), LuksError> {
-        Err(LuksError::Unimplemented)
+        if let Header::Luks2(s) = &self.header {
+            // offdisk implements no optional LUKS2 features, so every requirement is unknown.
+            if let Some(r) = s.meta.requirements.first() {
+                return Err(LuksError::Requirement(r.clone()));
+            }
+            let (_, seg) = s.meta.data_segment().ok_or_else(|| LuksError::Metadata("no crypt segment".into()))?;
+            if s.meta.segments.len() != 1 {
+                return Err(LuksError::Unsupported("more than one data segment (reencryption in progress?)".into()));
+            }
+            cipher::check_spec(&seg.encryption, self.crypt_segment()?.key_size)?;
+        }
+        Ok(())
     }
 }
 
-pub fn format(_dev: &File, _opts: &FormatOptions, _pass: &Passphrase) -> Result<Volume, LuksError> {
-    Err(LuksError::Unimplemented)
+/// Picks the valid copy with the highest seqid; a damaged copy is noted for repair.
+fn choose(primary: Result<HeaderCopy, LuksError>, secondary: Result<HeaderCopy, LuksError>) -> Result<Luks2State, LuksError> {
+    if let (Err(a), Err(b)) = (&primary, &secondary) {
+        // The same fault in both copies: report it once, keeping its type.
+        if a.to_string() == b.to_string() {
+            return Err(primary.unwrap_err());
+        }
+    }
+    let mut problems = Vec::new();
+    let seq = |c: &Result<HeaderCopy, LuksError>| c.as_ref().map(|c| c.bin.seqid).ok();
+    let max_seqid = seq(&primary).max(seq(&secondary)).unwrap_or(0);
+    if let Err(e) = &primary {
+        problems.push(format!("primary header: {e}"));
+    }
+    if let Err(e) = &secondary {
+        problems.push(format!("secondary header: {e}"));
+    }
+    let (p, s) = (primary.ok(), secondary.ok());
+    let winner = match (&p, &s) {
+        (Some(a), Some(b)) => {
+            if b.bin.seqid > a.bin.seqid {
+                problems.push(format!("primary header is older (seqid {}) than the secondary ({})", a.bin.seqid, b.bin.seqid));
+                b.clone()
+            } else {
+                if a.bin.seqid > b.bin.seqid {
+                    problems.push(format!("secondary header is older (seqid {}) than the primary ({})", b.bin.seqid, a.bin.seqid));
+                } else if a.meta != b.meta || a.bin.uuid != b.bin.uuid || a.bin.label != b.bin.label || a.bin.subsystem != b.bin.subsystem {
+                    problems.push("header copies have the same seqid but differ".into());
+                }
+                a.clone()
+            }
+        }
+        (Some(a), None) => a.clone(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => {
+            return Err(LuksError::Header(problems.join("; ")));
+        }
+    };
+    let same = |c: &Option<HeaderCopy>| {
+        c.as_ref().is_some_and(|c| c.bin.seqid == winner.bin.seqid && c.meta == winner.meta && c.bin.uuid == winner.bin.uuid)
+    };
+    Ok(Luks2State {
+        primary_ok: same(&p),
+        secondary_ok: same(&s),
+        bin: winner.bin,
+        meta: winner.meta,
+        max_seqid,
+        problems,
+    })
+}
+
+/// Parser entry point for fuzzing (cargo-fuzz target `luks_header` and the smoke test):
+/// treats `data` as a device image and runs everything that reads untrusted bytes.
+#[doc(hidden)]
+pub fn exercise_parser(data: &[u8]) {
+    let dev = io::MemDevice::new(data.to_vec());
+    if let Ok(vol) = Volume::load_io(&dev) {
+        let _ = vol.crypt_segment();
+        let _ = vol.check_activatable();
+        let _ = dump::describe(&vol);
+        let _ = dump::text(&vol);
+        let _ = backup::header_area_len(&vol);
+        if let Header::Luks2(st) = &vol.header {
+            let _ = st.meta.to_area();
+        }
+    }
 }

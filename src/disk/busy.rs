@@ -1,0 +1,125 @@
+//! Which processes keep a filesystem busy: open files, working or root directories and mapped
+//! files whose device is the filesystem's device, found by scanning /proc.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// A process holding something on the filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub command: String,
+    /// What it holds: "open file", "working directory", "root directory", "mapped file".
+    pub how: &'static str,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {}, {})", self.command, self.pid, self.how)
+    }
+}
+
+/// Processes using files on the filesystem whose st_dev is `dev` (major, minor).
+pub fn holders_of(dev: (u32, u32)) -> Vec<Holder> {
+    let want = nix::sys::stat::makedev(dev.0 as _, dev.1 as _);
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let base = p.path();
+        let command = std::fs::read_to_string(base.join("comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
+        let on_dev = |path: &Path| std::fs::metadata(path).map(|m| m.dev() == want).unwrap_or(false);
+        let mut how = None;
+        if on_dev(&base.join("cwd")) {
+            how = Some("working directory");
+        } else if on_dev(&base.join("root")) {
+            how = Some("root directory");
+        } else if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            if fds.flatten().any(|fd| on_dev(&fd.path())) {
+                how = Some("open file");
+            }
+        }
+        if how.is_none() {
+            if let Ok(maps) = std::fs::read_to_string(base.join("maps")) {
+                if maps_mention(&maps, dev) {
+                    how = Some("mapped file");
+                }
+            }
+        }
+        if let Some(how) = how {
+            out.push(Holder { pid, command, how });
+        }
+    }
+    out.sort_by_key(|h| h.pid);
+    out
+}
+
+/// Whether a /proc/PID/maps text maps a file from device `dev` (its field is "MAJ:MIN" in hex).
+pub fn maps_mention(maps: &str, dev: (u32, u32)) -> bool {
+    maps.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let dev_field = f.nth(3);
+        let inode = f.next();
+        matches!((dev_field, inode), (Some(d), Some(i)) if i != "0" && parse_hex_dev(d) == Some(dev))
+    })
+}
+
+fn parse_hex_dev(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once(':')?;
+    Some((u32::from_str_radix(a, 16).ok()?, u32::from_str_radix(b, 16).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_parsing() {
+        let maps = "7f00-7f10 r--p 00000000 fe:00 1234 /mnt/x/lib.so\n7f10-7f20 rw-p 00000000 00:00 0 \n";
+        assert!(maps_mention(maps, (254, 0)));
+        assert!(!maps_mention(maps, (254, 1)));
+        assert!(!maps_mention("7f10-7f20 rw-p 00000000 fe:01 0 [heap]\n", (254, 1)));
+    }
+
+    #[test]
+    fn names_a_process_whose_working_directory_is_on_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::fs::metadata(dir.path()).unwrap().dev();
+        let dev = (nix::sys::stat::major(st) as u32, nix::sys::stat::minor(st) as u32);
+        let mut child = std::process::Command::new("sleep").arg("30").current_dir(dir.path()).spawn().unwrap();
+        let found = holders_of(dev);
+        let _ = child.kill();
+        let _ = child.wait();
+        let h = found.iter().find(|h| h.pid == child.id()).expect("child named");
+        assert_eq!(h.command, "sleep");
+        assert!(found.iter().all(|h| h.pid != std::process::id()));
+    }
+}
+
+/// Processes holding the block device node (major, minor) itself open (e.g. `dd of=/dev/dm-0`).
+pub fn openers_of_node(dev: (u32, u32)) -> Vec<Holder> {
+    use std::os::unix::fs::FileTypeExt;
+    let want = nix::sys::stat::makedev(dev.0 as _, dev.1 as _);
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::metadata(fd.path()).map(|m| m.file_type().is_block_device() && m.rdev() == want).unwrap_or(false)
+        });
+        if holds {
+            let command = std::fs::read_to_string(p.path().join("comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
+            out.push(Holder { pid, command, how: "device node open" });
+        }
+    }
+    out
+}

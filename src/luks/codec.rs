@@ -1,0 +1,199 @@
+//! The one bounds-checked big-endian reader (and its writer twin) that every on-disk byte
+//! of a LUKS header goes through. Reads past the end are errors, never panics; `finish`
+//! refuses data left over after the structure.
+
+use super::LuksError;
+
+/// Sequential big-endian reader over an untrusted byte slice.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    /// `what` names the structure in error messages ("LUKS2 binary header").
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Reader { buf, pos: 0, what }
+    }
+
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], LuksError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| LuksError::Header(format!("{} is truncated at byte {}", self.what, self.pos)))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], LuksError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N)?);
+        Ok(a)
+    }
+
+    pub fn u16(&mut self) -> Result<u16, LuksError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    pub fn u32(&mut self) -> Result<u32, LuksError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    pub fn u64(&mut self) -> Result<u64, LuksError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// A fixed-size, NUL-padded text field. The text must be NUL-terminated within the
+    /// field and valid UTF-8 (`field` names it in errors).
+    pub fn c_string(&mut self, n: usize, field: &str) -> Result<String, LuksError> {
+        let raw = self.bytes(n)?;
+        let end = raw
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| LuksError::Header(format!("{}: field {field} is not NUL-terminated", self.what)))?;
+        std::str::from_utf8(&raw[..end])
+            .map(str::to_owned)
+            .map_err(|_| LuksError::Header(format!("{}: field {field} is not valid UTF-8", self.what)))
+    }
+
+    pub fn skip(&mut self, n: usize) -> Result<(), LuksError> {
+        self.bytes(n).map(|_| ())
+    }
+
+    /// Ends the read; any bytes left over are an error.
+    pub fn finish(self) -> Result<(), LuksError> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(LuksError::Header(format!(
+                "{}: {} unexpected bytes after the structure",
+                self.what,
+                self.buf.len() - self.pos
+            )))
+        }
+    }
+}
+
+/// Big-endian writer into a fixed buffer; the layout is ours, so overruns are bugs (panic).
+pub struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Writer { buf, pos: 0 }
+    }
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+    pub fn u16(&mut self, v: u16) {
+        self.bytes(&v.to_be_bytes())
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_be_bytes())
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_be_bytes())
+    }
+    /// Text in a fixed field of `n` bytes, NUL-padded (the caller checked it fits with a NUL).
+    pub fn c_string(&mut self, s: &str, n: usize) {
+        assert!(s.len() < n, "text field overflow");
+        self.bytes(s.as_bytes());
+        self.zeros(n - s.len());
+    }
+    pub fn zeros(&mut self, n: usize) {
+        self.buf[self.pos..self.pos + n].fill(0);
+        self.pos += n;
+    }
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding, as LUKS2 JSON stores salts and digests.
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Strict base64 decoding (padding required, no whitespace); `None` when malformed.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.as_bytes();
+    if s.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for (ci, chunk) in s.chunks(4).enumerate() {
+        let last = ci == s.len() / 4 - 1;
+        let mut n = 0u32;
+        let mut pad = 0;
+        for (i, &c) in chunk.iter().enumerate() {
+            let v = if c == b'=' {
+                if !last || i < 2 {
+                    return None;
+                }
+                pad += 1;
+                0
+            } else {
+                if pad > 0 {
+                    return None;
+                }
+                B64.iter().position(|&x| x == c)? as u32
+            };
+            n = (n << 6) | v;
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_refuses_overrun_and_trailing() {
+        let data = [0u8, 1, 2, 3, 4];
+        let mut r = Reader::new(&data, "test");
+        assert_eq!(r.u32().unwrap(), 0x00010203);
+        assert!(r.u16().is_err());
+        let r = Reader::new(&data, "test");
+        assert!(r.finish().unwrap_err().to_string().contains("5 unexpected bytes"));
+    }
+
+    #[test]
+    fn base64_round_trip() {
+        for len in 0..10 {
+            let data: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
+            assert_eq!(base64_decode(&base64_encode(&data)).unwrap(), data);
+        }
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert!(base64_decode("Zm8").is_none());
+        assert!(base64_decode("Z=m8").is_none());
+        assert!(base64_decode("Zm 8").is_none());
+    }
+}

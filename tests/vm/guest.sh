@@ -1,0 +1,22 @@
+# Runs inside the VM as root: prepares the kernel, then each test script, then the summary.
+set -u
+modprobe -a loop dm_mod dm_crypt 2>/dev/null
+export OFFDISK DM_TOOL VMDIR
+export WORK=/tmp/offdisk-vm
+rm -rf "$WORK"; mkdir -p "$WORK"
+results="$WORK/results"
+: > "$results"
+for t in "$VMDIR"/$ONLY; do
+  [ -f "$t" ] || continue
+  echo "# $(basename "$t")"
+  ( cd "$WORK" && bash "$t" ) 2>"$WORK/stderr-$(basename "$t")" | tee -a "$results"
+  # Leave no state behind for the next script.
+  bash "$VMDIR/cleanup.sh" >/dev/null 2>&1
+done
+pass=$(grep -c '^ok ' "$results")
+fail=$(grep -c '^not ok ' "$results")
+if [ "$fail" -gt 0 ]; then
+  echo "# stderr of failing scripts:"
+  for f in "$WORK"/stderr-*; do echo "## $f"; tail -n 30 "$f"; done
+fi
+echo "vm-summary: $pass passed, $fail failed"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Kernel tier of the offdisk tests: boots ONE throwaway Linux VM (virtme-ng, TCG emulation, no
+# KVM) and runs every tests/vm/t-*.sh inside it as root, with real dm-crypt, loop devices,
+# mounts and udev, against the offdisk binary built on the host.
+# Each script prints `ok NAME` or `not ok NAME: WHY`; this harness ends with the line
+# `N passed, M failed` and exits non-zero when anything failed or the VM did not finish.
+#
+# Environment: OFFDISK_BIN (default target/debug/offdisk, built if missing),
+#              OFFDISK_VM_KERNEL (default: newest /boot/vmlinuz-*), OFFDISK_VM_ONLY (glob of
+#              scripts to run, e.g. 't-03*'), OFFDISK_VM_TIMEOUT (seconds, default 1800).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$repo"
+
+if [ -z "${OFFDISK_BIN:-}" ]; then
+  cargo build --quiet --bin offdisk --example dm_activate || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+  OFFDISK_BIN="$repo/target/debug/offdisk"
+fi
+dm_tool="$(dirname "$OFFDISK_BIN")/examples/dm_activate"
+[ -x "$dm_tool" ] || dm_tool="$repo/target/debug/examples/dm_activate"
+kernel=${OFFDISK_VM_KERNEL:-$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)}
+if [ -z "$kernel" ] || ! command -v vng >/dev/null; then
+  echo "not ok vm-boot: need virtme-ng (vng) and a kernel in /boot"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+log=$(mktemp)
+timeout "${OFFDISK_VM_TIMEOUT:-1800}" vng --disable-kvm --run "$kernel" --memory 2G --cpus 2 \
+  --exec "OFFDISK=$OFFDISK_BIN DM_TOOL=$dm_tool VMDIR=$here ONLY='${OFFDISK_VM_ONLY:-t-*.sh}' bash $here/guest.sh" \
+  2>&1 | tee "$log"
+summary=$(grep -E '^vm-summary: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+rm -f "$log"
+if [ -z "$summary" ]; then
+  echo "not ok vm-finished: the VM stopped before the suite ended"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+line=${summary#vm-summary: }
+echo "$line"
+failed=$(echo "$line" | awk '{print $3}')
+[ "$failed" -eq 0 ]

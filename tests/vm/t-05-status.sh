@@ -1,0 +1,22 @@
+# offdisk status / list show the disks, their LUKS identity and open/mounted state.
+. "$VMDIR/lib.sh"
+
+img=$(new_image t5 96)
+"$OFFDISK" init --batch --key-file "$PW" "${FAST_OD[@]}" --label LISTME "$img" >/dev/null 2>&1
+"$OFFDISK" open --key-file "$PW" "$img" --mount >/dev/null
+loop=$(losetup -j "$img" | cut -d: -f1)
+uuid=$(cryptsetup luksUUID "${loop}p1")
+json=$("$OFFDISK" list --json)
+case "$json" in *"\"uuid\": \"$uuid\""*) ok list-json-has-uuid ;; *) notok list-json-has-uuid "$json" ;; esac
+case "$json" in *"\"label\": \"LISTME\""*) ok list-json-has-label ;; *) notok list-json-has-label "no label" ;; esac
+case "$json" in *"\"mapping\": \"luks-$uuid\""*) ok list-json-open ;; *) notok list-json-open "no mapping" ;; esac
+case "$json" in *"/media/LISTME"*) ok list-json-mounted ;; *) notok list-json-mounted "no mount point" ;; esac
+if echo "$json" | python3 -c 'import json,sys; json.load(sys.stdin)' 2>/dev/null; then ok list-json-valid; else notok list-json-valid "not JSON"; fi
+st=$("$OFFDISK" status)
+case "$st" in *"LISTME"*"open as /dev/mapper/luks-$uuid, mounted on /media/LISTME"*) ok status-shows-open-mounted ;; *) notok status-shows-open-mounted "$st" ;; esac
+case "$st" in *"$img"*) ok status-shows-image ;; *) notok status-shows-image "$st" ;; esac
+"$OFFDISK" close LISTME >/dev/null
+st=$("$OFFDISK" status)
+case "$st" in *"LISTME"*": closed"*|*"No LUKS disks present."*) ok status-after-close ;; *) notok status-after-close "$st" ;; esac
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$OFFDISK" list 2>&1); rc=$?
+expect_eq list-works-without-root "$rc" 0
