@@ -124,8 +124,13 @@ pub fn run_register(a: RegisterArgs, _verbose: bool) -> CliResult {
         (None, None) => read_passphrase(KeySource::Terminal { prompt: "Passphrase of the disk to register: ", confirm: false }),
     }
     .map_err(|e| Failure::new(exit::NO_KEY, format!("reading the passphrase: {e}")))?;
-    let spec = RegisterSpec { label: a.label, sources: a.sources, excludes: a.excludes, key_file: a.key_file, replace: a.force };
-    let reg = register_device(&a.device, &pass, &a.paths.dock_options(), &spec, &mut SystemBackend::default())?;
+    // The config wants absolute paths; a key file named relative to here would be lost too.
+    let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())));
+    let sources = a.sources.into_iter().map(absolute).collect::<Result<Vec<_>, _>>()?;
+    let key_file = a.key_file.map(absolute).transpose()?;
+    let spec = RegisterSpec { label: a.label, sources, excludes: a.excludes, key_file, replace: a.force };
+    let mut backend = SystemBackend::with_config(&a.paths.config);
+    let reg = register_device(&a.device, &pass, &a.paths.dock_options(), &spec, &mut backend)?;
     println!(
         "Registered backup disk {} (LUKS UUID {}), unlock by {}; it is backed up whenever it is docked.",
         reg.name(),
@@ -147,7 +152,7 @@ pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
     if verbose {
         eprintln!("offdisk dock: {} desktop agent(s) connected", ui.links.len());
     }
-    match dock::dock(&dev, &a.paths.dock_options(), &mut SystemBackend::default(), &mut ui)? {
+    match dock::dock(&dev, &a.paths.dock_options(), &mut SystemBackend::with_config(&a.paths.config), &mut ui)? {
         Outcome::Ignored { luks_uuid } => {
             eprintln!("offdisk dock: {name}: LUKS {luks_uuid} is not a registered backup disk; left alone");
         }

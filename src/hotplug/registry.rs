@@ -6,7 +6,6 @@
 //! replaced atomically (temp file, fsync, rename) and stays 0600: it names key files.
 
 use super::HotplugError;
-use serde::Deserialize;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -14,8 +13,7 @@ use std::path::{Path, PathBuf};
 pub const CONFIG_PATH: &str = "/etc/offdisk/config.toml";
 
 /// How a disk is unlocked when docked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnlockMethod {
     /// Ask through the password agents (default).
     #[default]
@@ -34,21 +32,15 @@ impl UnlockMethod {
 }
 
 /// One `[[disk]]` entry, the fields docking uses.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub luks_uuid: String,
-    #[serde(default)]
     pub label: Option<String>,
-    #[serde(default)]
     pub sources: Vec<PathBuf>,
-    #[serde(default)]
     pub excludes: Vec<String>,
-    #[serde(default)]
     pub unlock: UnlockMethod,
-    #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// Random disk id bound into the identity record on the disk (see [`super::identity`]).
-    #[serde(default)]
     pub identity: Option<String>,
 }
 
@@ -78,12 +70,6 @@ impl Registration {
     }
 }
 
-#[derive(Deserialize)]
-struct Doc {
-    #[serde(default)]
-    disk: Vec<Registration>,
-}
-
 fn config_err(path: &Path, why: impl Into<String>) -> HotplugError {
     HotplugError::Config { path: path.to_path_buf(), why: why.into() }
 }
@@ -96,10 +82,29 @@ fn read_text(path: &Path) -> Result<String, HotplugError> {
     }
 }
 
-/// All registrations; a missing file means none.
+/// All registrations, read and validated by [`crate::config::Config`] (the same rules the
+/// backup engine applies); a missing file means none.
 pub fn load(path: &Path) -> Result<Vec<Registration>, HotplugError> {
-    let doc: Doc = toml::from_str(&read_text(path)?).map_err(|e| config_err(path, e.to_string()))?;
-    Ok(doc.disk)
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let cfg = crate::config::Config::load(path).map_err(|e| config_err(path, e.to_string()))?;
+    Ok(cfg
+        .disks
+        .iter()
+        .map(|d| Registration {
+            luks_uuid: d.luks_uuid.clone(),
+            label: d.label.clone(),
+            sources: d.sources.clone(),
+            excludes: d.excludes.clone(),
+            unlock: match d.unlock {
+                crate::config::Unlock::Passphrase => UnlockMethod::Passphrase,
+                crate::config::Unlock::KeyFile => UnlockMethod::KeyFile,
+            },
+            key_file: d.key_file.clone(),
+            identity: d.identity.as_ref().and_then(|v| v.as_str()).map(str::to_string),
+        })
+        .collect())
 }
 
 /// The registration for a LUKS UUID (compared case-insensitively, as UUIDs are).
@@ -132,19 +137,26 @@ pub fn add(path: &Path, reg: &Registration, replace: bool) -> Result<(), Hotplug
         _ => disks.push(toml::Value::Table(reg.to_table())),
     }
     let out = toml::to_string_pretty(&doc).map_err(|e| config_err(path, e.to_string()))?;
-    write_atomic(path, out.as_bytes()).map_err(|e| config_err(path, e.to_string()))
+    write_checked(path, out.as_bytes())
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Writes the new config beside the old one, lets [`crate::config::Config`] validate it
+/// (so registration never leaves a file the backup engine refuses), then renames it over.
+fn write_checked(path: &Path, data: &[u8]) -> Result<(), HotplugError> {
+    let io = |e: std::io::Error| config_err(path, e.to_string());
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = path.with_extension("toml.tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+    f.write_all(data).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    if let Err(e) = crate::config::Config::load(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(config_err(path, format!("the registration would make the file invalid: {e}")));
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 #[cfg(test)]
@@ -167,14 +179,14 @@ mod tests {
     fn add_keeps_unknown_keys_and_finds_by_uuid() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        std::fs::write(&p, "[global]\nstate_dir = \"/var/lib/offdisk\"\n\n[[disk]]\nluks_uuid = \"AAAA\"\nretention = { daily = 7 }\nunlock = \"key-file\"\nkey_file = \"/etc/offdisk/a.key\"\n").unwrap();
-        add(&p, &reg("bbbb"), false).unwrap();
+        std::fs::write(&p, "[global]\nstate_dir = \"/var/lib/offdisk\"\n\n[[disk]]\nluks_uuid = \"0B4F8A1E-8F0D-4C59-9A43-3F1C1D3B2A10\"\nretention = { keep_daily = 7 }\nunlock = \"key-file\"\nkey_file = \"/etc/offdisk/a.key\"\n").unwrap();
+        add(&p, &reg("1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11"), false).unwrap();
         let regs = load(&p).unwrap();
         assert_eq!(regs.len(), 2);
-        assert_eq!(find(&regs, "aaaa").unwrap().unlock, UnlockMethod::KeyFile);
-        assert_eq!(find(&regs, "BBBB").unwrap(), &reg("bbbb"));
+        assert_eq!(find(&regs, "0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10").unwrap().unlock, UnlockMethod::KeyFile);
+        assert_eq!(find(&regs, "1C5F8A1E-8F0D-4C59-9A43-3F1C1D3B2A11").unwrap(), &reg("1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11"));
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains("state_dir") && text.contains("daily = 7"), "unknown keys survive:\n{text}");
+        assert!(text.contains("state_dir") && text.contains("keep_daily = 7"), "unknown keys survive:\n{text}");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
@@ -183,14 +195,14 @@ mod tests {
     fn duplicate_needs_replace_which_keeps_retention() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        std::fs::write(&p, "[[disk]]\nluks_uuid = \"aaaa\"\nretention = { daily = 7 }\nkey_file = \"/k\"\nunlock = \"key-file\"\n").unwrap();
-        assert!(matches!(add(&p, &reg("AAAA"), false), Err(HotplugError::AlreadyRegistered(_))));
-        add(&p, &reg("AAAA"), true).unwrap();
+        std::fs::write(&p, "[[disk]]\nluks_uuid = \"0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10\"\nretention = { keep_daily = 7 }\nkey_file = \"/k\"\nunlock = \"key-file\"\n").unwrap();
+        assert!(matches!(add(&p, &reg("0B4F8A1E-8F0D-4C59-9A43-3F1C1D3B2A10"), false), Err(HotplugError::AlreadyRegistered(_))));
+        add(&p, &reg("0B4F8A1E-8F0D-4C59-9A43-3F1C1D3B2A10"), true).unwrap();
         let regs = load(&p).unwrap();
         assert_eq!(regs.len(), 1);
         assert_eq!(regs[0].unlock, UnlockMethod::Passphrase);
         assert_eq!(regs[0].key_file, None);
-        assert!(std::fs::read_to_string(&p).unwrap().contains("daily = 7"));
+        assert!(std::fs::read_to_string(&p).unwrap().contains("keep_daily = 7"));
     }
 
     #[test]
@@ -200,8 +212,8 @@ mod tests {
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, "disk = 3").unwrap();
         assert!(load(&p).is_err());
-        assert!(add(&p, &reg("x"), false).is_err());
-        std::fs::write(&p, "[[disk]]\nluks_uuid = \"u\"\nunlock = \"telepathy\"\n").unwrap();
+        assert!(add(&p, &reg("0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10"), false).is_err());
+        std::fs::write(&p, "[[disk]]\nluks_uuid = \"0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10\"\nunlock = \"telepathy\"\n").unwrap();
         assert!(load(&p).is_err(), "unknown unlock method is refused");
     }
 }
