@@ -207,9 +207,12 @@ impl Volume {
             Err(LuksError::Header("no primary header".into()))
         };
         let secondary = header::read_secondary(io, &primary);
-        if primary.is_err() && first[..6] != header::MAGIC_PRIMARY {
+        if primary.is_err() {
             match &secondary {
-                Err(_) => return Err(LuksError::NotLuks),
+                Err(_) if first[..6] != header::MAGIC_PRIMARY => return Err(LuksError::NotLuks),
+                Err(_) => {}
+                // Recovering from the secondary copy is only safe if nothing else has
+                // taken the primary's place (e.g. mkfs run on the LUKS device).
                 Ok(s) => {
                     if let Some(sig) = header::other_signature(&first) {
                         return Err(LuksError::Ambiguous(format!(
