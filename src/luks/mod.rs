@@ -441,6 +441,26 @@ fn choose(primary: Result<HeaderCopy, LuksError>, secondary: Result<HeaderCopy, 
     })
 }
 
+/// Like `exercise_parser`, but first gives every header copy found at an allowed offset a
+/// correct checksum, so fuzzed JSON reaches the metadata validator instead of stopping at
+/// the checksum.
+#[doc(hidden)]
+pub fn exercise_parser_resealed(data: &[u8]) {
+    let mut img = data.to_vec();
+    for off in std::iter::once(0u64).chain(header::HDR_SIZES) {
+        let off = off as usize;
+        let Some(raw) = img.get(off..off + header::BINARY_SIZE) else { break };
+        let Ok(bin) = BinaryHeader::parse(raw) else { continue };
+        let end = off + bin.hdr_size as usize;
+        if let Some(json) = img.get(off + header::BINARY_SIZE..end) {
+            if let Ok(csum) = bin.compute_csum(json) {
+                img[off + 448..off + 512].copy_from_slice(&csum);
+            }
+        }
+    }
+    exercise_parser(&img);
+}
+
 /// Parser entry point for fuzzing (cargo-fuzz target `luks_header` and the smoke test):
 /// treats `data` as a device image and runs everything that reads untrusted bytes.
 #[doc(hidden)]
