@@ -8,6 +8,10 @@
 #
 # Usage: benches/backup-bench.sh [FILES] [WORKDIR]   (defaults: 50000, a temp dir under /var/tmp)
 # Needs: hyperfine, rsync, b3sum, python3. Builds target/release/offdisk if missing.
+# As root the targets go on their own ext4 filesystem (a loop-mounted image), like a real
+# backup disk, so syncing it does not also flush unrelated dirty data; BENCH_LOOP=0 disables.
+# "+ sync" rows add a sync of the target filesystem to rsync, since offdisk always syncs
+# before it calls a generation complete.
 set -euo pipefail
 FILES=${1:-50000}
 WORK=${2:-$(mktemp -d /var/tmp/offdisk-bench.XXXXXX)}
@@ -19,9 +23,19 @@ for t in hyperfine rsync b3sum python3; do command -v $t >/dev/null || { echo "n
 export OFFDISK_CONFIG=$WORK/empty.toml
 mkdir -p "$WORK"; : > "$OFFDISK_CONFIG"
 SRC=$WORK/src
-echo "# tree: $FILES files in $WORK (runs: $RUNS)"
+TFS=$WORK/targetfs
+mkdir -p "$TFS"
+if [ "$(id -u)" = 0 ] && [ "${BENCH_LOOP:-1}" != 0 ]; then
+  if ! mountpoint -q "$TFS"; then
+    truncate -s 8G "$WORK/targetfs.img"
+    mkfs.ext4 -q -F "$WORK/targetfs.img"
+    mount -o loop "$WORK/targetfs.img" "$TFS"
+  fi
+  trap 'umount "$TFS" 2>/dev/null || true' EXIT
+fi
+echo "# tree: $FILES files in $WORK, targets on $(df --output=source,fstype "$TFS" | tail -1) (runs: $RUNS)"
 
-# Source tree: 100 files a directory, mostly small (0-16 KiB) with a 1 MiB file in every 500.
+# Source tree: 100 files a directory, mostly small (0-4 KiB) with a 1 MiB file in every 1000.
 if [ ! -d "$SRC" ]; then
 python3 - "$SRC" "$FILES" <<'PY'
 import os, random, sys
@@ -31,7 +45,7 @@ for i in range(n):
     d = os.path.join(root, f"d{i // 1000:03d}", f"s{(i // 100) % 10}")
     if i % 100 == 0:
         os.makedirs(d, exist_ok=True)
-    size = (1 << 20) if i % 500 == 0 else rnd.randrange(0, 16384)
+    size = (1 << 20) if i % 1000 == 0 else rnd.randrange(0, 4096)
     with open(os.path.join(d, f"f{i:06d}.dat"), "wb") as f:
         f.write(rnd.randbytes(size))
 PY
@@ -39,18 +53,18 @@ fi
 du -sh "$SRC" | sed 's/^/# source size: /'
 
 # Fresh target for each timed full run (the preparation is not timed).
-OD=$WORK/od; RS=$WORK/rs
+OD=$TFS/od; RS=$TFS/rs; SYNC="sync -f $TFS"
 hyperfine --runs "$RUNS" --export-json "$WORK/full.json" \
-  -n "offdisk full" --prepare "rm -rf $OD; mkdir -p $OD; sync" "$BIN backup --no-progress --target $OD $SRC" \
-  -n "rsync -a full" --prepare "rm -rf $RS; mkdir -p $RS; sync" "rsync -a $SRC/ $RS/" \
-  -n "rsync -a full + sync" --prepare "rm -rf $RS; mkdir -p $RS; sync" "rsync -a $SRC/ $RS/ && sync"
+  -n "offdisk full" --prepare "rm -rf $OD; mkdir -p $OD; $SYNC" "$BIN backup --no-progress --target $OD $SRC" \
+  -n "rsync -a full" --prepare "rm -rf $RS; mkdir -p $RS; $SYNC" "rsync -a $SRC/ $RS/" \
+  -n "rsync -a full + sync" --prepare "rm -rf $RS; mkdir -p $RS; $SYNC" "rsync -a $SRC/ $RS/ && $SYNC"
 
 # Incremental: the base is the state before 1% of files change.
-rm -rf "$OD" "$RS" "$WORK/rs-base" "$WORK/rs-new"
+rm -rf "$OD" "$RS" "$TFS/rs-base" "$TFS/rs-new"
 mkdir -p "$OD"
 "$BIN" backup --no-progress --target "$OD" "$SRC" >/dev/null
 BASE=$(ls "$OD/generations" | head -1)
-rsync -a "$SRC/" "$WORK/rs-base/"
+rsync -a "$SRC/" "$TFS/rs-base/"
 python3 - "$SRC" "$FILES" <<'PY'
 import os, random, sys
 root, n = sys.argv[1], int(sys.argv[2])
@@ -58,13 +72,13 @@ rnd = random.Random(7)
 for i in rnd.sample(range(n), n // 100):
     p = os.path.join(root, f"d{i // 1000:03d}", f"s{(i // 100) % 10}", f"f{i:06d}.dat")
     with open(p, "wb") as f:
-        f.write(rnd.randbytes(rnd.randrange(0, 16384)))
+        f.write(rnd.randbytes(rnd.randrange(0, 4096)))
 PY
-CLEAN_OD="find $OD/generations -mindepth 1 -maxdepth 1 ! -name $BASE -exec rm -rf {} +; sync"
+CLEAN_OD="find $OD/generations -mindepth 1 -maxdepth 1 ! -name $BASE -exec rm -rf {} +; $SYNC"
 hyperfine --runs "$RUNS" --export-json "$WORK/incr.json" \
   -n "offdisk incremental" --prepare "$CLEAN_OD" "$BIN backup --no-progress --target $OD $SRC" \
-  -n "rsync --link-dest" --prepare "rm -rf $WORK/rs-new; sync" "rsync -a --link-dest=$WORK/rs-base/ $SRC/ $WORK/rs-new/" \
-  -n "rsync --link-dest + sync" --prepare "rm -rf $WORK/rs-new; sync" "rsync -a --link-dest=$WORK/rs-base/ $SRC/ $WORK/rs-new/ && sync"
+  -n "rsync --link-dest" --prepare "rm -rf $TFS/rs-new; $SYNC" "rsync -a --link-dest=$TFS/rs-base/ $SRC/ $TFS/rs-new/" \
+  -n "rsync --link-dest + sync" --prepare "rm -rf $TFS/rs-new; $SYNC" "rsync -a --link-dest=$TFS/rs-base/ $SRC/ $TFS/rs-new/ && $SYNC"
 
 # Verify one generation: offdisk verify against b3sum --check of its manifest.
 "$BIN" backup --no-progress --target "$OD" "$SRC" >/dev/null
@@ -76,9 +90,9 @@ hyperfine --runs "$RUNS" --warmup 1 --export-json "$WORK/verify.json" \
 # Prune: delete a hard-linked copy of a generation both ways.
 OLD=2000-01-01T000000Z
 hyperfine --runs "$RUNS" --export-json "$WORK/prune.json" \
-  -n "offdisk prune" --prepare "rm -rf $OD/generations/$OLD; cp -al $OD/generations/$GEN $OD/generations/$OLD; sync" \
+  -n "offdisk prune" --prepare "rm -rf $OD/generations/$OLD; cp -al $OD/generations/$GEN $OD/generations/$OLD; $SYNC" \
      "$BIN generations --target $OD --delete $OLD" \
-  -n "rm -rf" --prepare "rm -rf $WORK/doomed; cp -al $OD/generations/$GEN $WORK/doomed; sync" "rm -rf $WORK/doomed"
+  -n "rm -rf" --prepare "rm -rf $TFS/doomed; cp -al $OD/generations/$GEN $TFS/doomed; $SYNC" "rm -rf $TFS/doomed"
 
 python3 - "$WORK" <<'PY'
 import json, sys, os
