@@ -7,6 +7,7 @@
 # Prints each ratio (offdisk time / reference time; below 1 is faster).
 #
 # Usage: benches/backup-bench.sh [FILES] [WORKDIR]   (defaults: 50000, a temp dir under /var/tmp)
+# ONLY="full incr verify prune" picks parts (default all); RUNS=N runs each (default 5).
 # Needs: hyperfine, rsync, b3sum, python3. Builds target/release/offdisk if missing.
 # As root the targets go on their own ext4 filesystem (a loop-mounted image), like a real
 # backup disk, so syncing it does not also flush unrelated dirty data; BENCH_LOOP=0 disables.
@@ -52,14 +53,16 @@ PY
 fi
 du -sh "$SRC" | sed 's/^/# source size: /'
 
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 # Fresh target for each timed full run (the preparation is not timed).
 OD=$TFS/od; RS=$TFS/rs; SYNC="sync -f $TFS"
-hyperfine --runs "$RUNS" --export-json "$WORK/full.json" \
+want full && hyperfine --runs "$RUNS" --export-json "$WORK/full.json" \
   -n "offdisk full" --prepare "rm -rf $OD; mkdir -p $OD; $SYNC" "$BIN backup --no-progress --target $OD $SRC" \
   -n "rsync -a full" --prepare "rm -rf $RS; mkdir -p $RS; $SYNC" "rsync -a $SRC/ $RS/" \
   -n "rsync -a full + sync" --prepare "rm -rf $RS; mkdir -p $RS; $SYNC" "rsync -a $SRC/ $RS/ && $SYNC"
 
 # Incremental: the base is the state before 1% of files change.
+if want incr || want verify || want prune; then
 rm -rf "$OD" "$RS" "$TFS/rs-base" "$TFS/rs-new"
 mkdir -p "$OD"
 "$BIN" backup --no-progress --target "$OD" "$SRC" >/dev/null
@@ -74,22 +77,25 @@ for i in rnd.sample(range(n), n // 100):
     with open(p, "wb") as f:
         f.write(rnd.randbytes(rnd.randrange(0, 4096)))
 PY
+fi
 CLEAN_OD="find $OD/generations -mindepth 1 -maxdepth 1 ! -name $BASE -exec rm -rf {} +; $SYNC"
-hyperfine --runs "$RUNS" --export-json "$WORK/incr.json" \
+want incr && hyperfine --runs "$RUNS" --export-json "$WORK/incr.json" \
   -n "offdisk incremental" --prepare "$CLEAN_OD" "$BIN backup --no-progress --target $OD $SRC" \
   -n "rsync --link-dest" --prepare "rm -rf $TFS/rs-new; $SYNC" "rsync -a --link-dest=$TFS/rs-base/ $SRC/ $TFS/rs-new/" \
   -n "rsync --link-dest + sync" --prepare "rm -rf $TFS/rs-new; $SYNC" "rsync -a --link-dest=$TFS/rs-base/ $SRC/ $TFS/rs-new/ && $SYNC"
 
 # Verify one generation: offdisk verify against b3sum --check of its manifest.
+if want verify || want prune; then
 "$BIN" backup --no-progress --target "$OD" "$SRC" >/dev/null
 GEN=$(ls "$OD/generations" | grep -v "^$BASE\$" | tail -1)
-hyperfine --runs "$RUNS" --warmup 1 --export-json "$WORK/verify.json" \
+fi
+want verify && hyperfine --runs "$RUNS" --warmup 1 --export-json "$WORK/verify.json" \
   -n "offdisk verify" "$BIN verify --target $OD --generation $GEN" \
   -n "b3sum --check" "cd $OD/generations/$GEN && b3sum --check --quiet manifest.b3"
 
 # Prune: delete a hard-linked copy of a generation both ways.
 OLD=2000-01-01T000000Z
-hyperfine --runs "$RUNS" --export-json "$WORK/prune.json" \
+want prune && hyperfine --runs "$RUNS" --export-json "$WORK/prune.json" \
   -n "offdisk prune" --prepare "rm -rf $OD/generations/$OLD; cp -al $OD/generations/$GEN $OD/generations/$OLD; $SYNC" \
      "$BIN generations --target $OD --delete $OLD" \
   -n "rm -rf" --prepare "rm -rf $TFS/doomed; cp -al $OD/generations/$GEN $TFS/doomed; $SYNC" "rm -rf $TFS/doomed"
@@ -98,6 +104,8 @@ python3 - "$WORK" <<'PY'
 import json, sys, os
 w = sys.argv[1]
 def means(f):
+    if not os.path.exists(os.path.join(w, f)):
+        return None
     return {r["command"]: r["mean"] for r in json.load(open(os.path.join(w, f)))["results"]}
 rows = [("full.json", "offdisk full", ["rsync -a full", "rsync -a full + sync"]),
         ("incr.json", "offdisk incremental", ["rsync --link-dest", "rsync --link-dest + sync"]),
@@ -106,6 +114,8 @@ rows = [("full.json", "offdisk full", ["rsync -a full", "rsync -a full + sync"])
 print("\n# ratios (offdisk / reference; < 1 means offdisk is faster)")
 for f, ours, refs in rows:
     m = means(f)
+    if m is None:
+        continue
     for r in refs:
         print(f"{ours:22s} {m[ours]:8.3f} s  vs {r:26s} {m[r]:8.3f} s  ratio {m[ours] / m[r]:.2f}")
 PY
