@@ -619,14 +619,16 @@ pub fn power_off(disk: &str) -> Result<(), DiskError> {
     // `remove` attribute and an idVendor file.
     let usb_dev = real.ancestors().find(|a| a.join("idVendor").exists() && a.join("remove").exists()).map(Path::to_path_buf);
     let delete = sys.join("device/delete");
-    if delete.exists() {
+    let deleted = delete.exists();
+    if deleted {
+        // The SCSI layer syncs the cache and stops the disk before it removes it.
         std::fs::write(&delete, "1").map_err(|e| DiskError::PowerOff(disk.into(), format!("{}: {e}", delete.display())))?;
     }
     if let Some(u) = usb_dev {
         std::fs::write(u.join("remove"), "1").map_err(|e| DiskError::PowerOff(disk.into(), e.to_string()))?;
         return Ok(());
     }
-    if delete.exists() {
+    if deleted {
         return Ok(());
     }
     Err(DiskError::PowerOff(disk.into(), "this kind of disk cannot be powered off by software".into()))
