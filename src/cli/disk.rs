@@ -211,13 +211,15 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
         }
     };
     let out = lifecycle::init(&target, &a.label, &opts, &pass, &progress)?;
+    // An image is only found by label while attached, so name the image itself.
+    let open_as = if target.image.is_some() { a.device.display().to_string() } else { a.label.clone() };
     println!(
         "{} is ready: LUKS2 {} on {}, ext4 labelled '{}'. Open it with `offdisk open {} --mount`.",
         a.device.display(),
         out.luks_uuid,
         out.partition.display(),
         a.label,
-        a.label
+        open_as
     );
     if verbose {
         eprintln!("volume key went to dm-crypt via {:?}", out.key_delivery);
