@@ -1,1 +1,403 @@
 //! The backup engine: dated generations as plain trees of files on the backup disk.
+//!
+//! A backup root (the `--target` directory, or the mounted disk) holds
+//! `generations/<YYYY-MM-DDTHHMMSSZ>/` directories, each with `tree/` (the sources under
+//! their absolute paths, readable with `ls` and `cp -a`), `metadata.tsv` (versioned record
+//! of every entry with BLAKE3 of every file), `manifest.b3` (the same hashes as
+//! `b3sum --check` lines) and `info.json` (counts). See `man/offdisk-format.5`.
+//!
+//! Life cycle: a run writes into `.partial-<name>/`, links files unchanged since the
+//! previous generation, copies the rest (hashing in the same pass), applies directory
+//! metadata, syncs the filesystem, and only then renames the partial directory to its final
+//! name. Retention pruning runs after that. Each step is a pure decision followed by its
+//! application: [`retention::plan`] decides what to prune, [`engine`] decides link or copy
+//! per file before a worker does it.
+
+pub mod copy;
+pub mod engine;
+pub mod generation;
+pub mod progress;
+pub mod prune;
+pub mod record;
+pub mod restore;
+pub mod retention;
+pub mod verify;
+pub mod walk;
+
+use crate::error::{exit, Diagnose};
+use generation::{Generation, PARTIAL_PREFIX};
+use record::{Kind, Record, INFO_FILE, MANIFEST_FILE, METADATA_FILE, TREE_DIR};
+use retention::Retention;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+    #[error("another offdisk run is using {0}")]
+    Busy(PathBuf),
+    #[error("no space left on {root} for a new generation ({detail}); every complete generation was left intact")]
+    NoSpace { root: PathBuf, detail: String },
+    #[error("no generation named {0:?}")]
+    NoSuchGeneration(String),
+    #[error("no complete generation in {0}")]
+    NoGenerations(PathBuf),
+    #[error("generation {generation}: {error}")]
+    Metadata { generation: String, error: record::RecordError },
+    #[error("source {path}: {error}")]
+    Source { path: PathBuf, error: io::Error },
+    #[error("{path} is not in generation {generation}")]
+    NotInGeneration { path: PathBuf, generation: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Diagnose for BackupError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            BackupError::Busy(_) => exit::BUSY,
+            BackupError::Io { .. } | BackupError::NoSpace { .. } => exit::DEVICE,
+            _ => exit::USAGE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            BackupError::Busy(_) => Some("wait for the other run to finish".into()),
+            BackupError::NoSpace { .. } => Some(
+                "lower the retention (--keep-*) so more old generations are pruned, exclude more, or use a bigger disk".into(),
+            ),
+            BackupError::NoSuchGeneration(_) => Some("`offdisk generations` lists them".into()),
+            BackupError::Metadata { .. } => Some("`offdisk verify` reports what else is damaged".into()),
+            _ => None,
+        }
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BackupError + '_ {
+    move |error| BackupError::Io { path: path.to_path_buf(), error }
+}
+
+/// `info.json`: counts for one generation (format version 1).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GenerationInfo {
+    pub format: u32,
+    pub name: String,
+    /// Unix seconds (UTC).
+    pub time: i64,
+    pub created: String,
+    pub previous: Option<String>,
+    pub sources: Vec<String>,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub others: u64,
+    pub bytes: u64,
+    pub new_bytes: u64,
+    pub copied_files: u64,
+    pub linked_files: u64,
+    pub warnings: u64,
+    pub seconds: f64,
+}
+
+pub fn read_info(gen_path: &Path) -> Option<GenerationInfo> {
+    let text = fs::read(gen_path.join(INFO_FILE)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// The backup root that holds `generations/`.
+    pub root: PathBuf,
+    pub sources: Vec<PathBuf>,
+    pub walk: walk::WalkOptions,
+    pub retention: Retention,
+    pub threads: usize,
+    /// The generation's time (defaults to now); tests use it to simulate days.
+    pub time: Option<i64>,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupSummary {
+    pub info: GenerationInfo,
+    pub path: PathBuf,
+    pub warnings: Vec<String>,
+    pub pruned: Vec<String>,
+    pub prune_seconds: f64,
+    /// Leftovers of interrupted runs removed first.
+    pub cleaned: Vec<PathBuf>,
+}
+
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)
+}
+
+/// Holds the root's lock file for one run.
+pub struct RootLock {
+    _file: File,
+}
+
+pub fn lock_root(root: &Path) -> Result<RootLock, BackupError> {
+    let path = root.join(generation::LOCK_FILE);
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_at(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RootLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(BackupError::Busy(root.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => Err(BackupError::Io { path, error: e }),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Makes one new generation, then prunes by the retention policy.
+pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
+    if opts.sources.is_empty() {
+        return Err(BackupError::Invalid("no sources given".into()));
+    }
+    let gen_dir = generation::generations_dir(&opts.root);
+    fs::create_dir_all(&gen_dir).map_err(io_at(&gen_dir))?;
+    let _lock = lock_root(&opts.root)?;
+    let cleaned = prune::clean_leftovers(&opts.root).map_err(io_at(&gen_dir))?;
+
+    let mut sources = Vec::new();
+    for s in &opts.sources {
+        fs::symlink_metadata(s).map_err(|error| BackupError::Source { path: s.clone(), error })?;
+        sources.push(walk::Source::host(s).map_err(|error| BackupError::Source { path: s.clone(), error })?);
+    }
+    let sources = walk::normalise_sources(sources);
+    let mut walk_opts = opts.walk.clone();
+    // Never back up the backup itself.
+    walk_opts.skip.push(walk::Source::host(&opts.root).map_err(io_at(&opts.root))?.abs);
+
+    let time = opts.time.unwrap_or_else(now);
+    let mut gens = generation::list(&opts.root).map_err(io_at(&gen_dir))?;
+    let mut pruned = Vec::new();
+    let mut prune_seconds = 0.0;
+    let made = match make_generation(opts, &sources, &walk_opts, &gens, time) {
+        Err(Attempt::NoSpace(detail)) => {
+            // Prune what the policy would prune once the new generation exists, then retry.
+            let mut with_new = gens.clone();
+            let (name, t, seq) = generation::next_name(&gens, time);
+            with_new.push(Generation { name, path: PathBuf::new(), time: t, seq });
+            let doomed: Vec<_> = retention::plan(&with_new, &opts.retention)
+                .into_iter()
+                .filter(|d| d.keep.is_none())
+                .filter_map(|d| gens.iter().find(|g| g.name == d.name).cloned())
+                .collect();
+            let newest = gens.last().map(|g| g.name.clone());
+            let doomed: Vec<_> = doomed.into_iter().filter(|g| Some(&g.name) != newest.as_ref()).collect();
+            if doomed.is_empty() {
+                return Err(BackupError::NoSpace { root: opts.root.clone(), detail });
+            }
+            let started = Instant::now();
+            for g in &doomed {
+                prune::prune_generation(&g.path).map_err(io_at(&g.path))?;
+                pruned.push(g.name.clone());
+            }
+            prune_seconds += started.elapsed().as_secs_f64();
+            gens = generation::list(&opts.root).map_err(io_at(&gen_dir))?;
+            match make_generation(opts, &sources, &walk_opts, &gens, time) {
+                Err(Attempt::NoSpace(detail)) => {
+                    return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}; pruned {} by policy first", pruned.len()) })
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+                Ok(m) => m,
+            }
+        }
+        Err(Attempt::Failed(e)) => return Err(e),
+        Ok(m) => m,
+    };
+    let (info, path, warnings) = made;
+
+    // Retention runs only now that the new generation is complete and synced.
+    let gens = generation::list(&opts.root).map_err(io_at(&gen_dir))?;
+    let started = Instant::now();
+    for d in retention::plan(&gens, &opts.retention) {
+        if d.keep.is_none() && d.name != info.name {
+            if let Some(g) = gens.iter().find(|g| g.name == d.name) {
+                prune::prune_generation(&g.path).map_err(io_at(&g.path))?;
+                pruned.push(d.name);
+            }
+        }
+    }
+    prune_seconds += started.elapsed().as_secs_f64();
+    Ok(BackupSummary { info, path, warnings, pruned, prune_seconds, cleaned })
+}
+
+enum Attempt {
+    NoSpace(String),
+    Failed(BackupError),
+}
+
+impl From<BackupError> for Attempt {
+    fn from(e: BackupError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+struct Writers {
+    metadata: BufWriter<File>,
+    manifest: BufWriter<File>,
+}
+
+impl Writers {
+    fn write(&mut self, r: &Record) -> io::Result<()> {
+        self.metadata.write_all(r.to_line().as_bytes())?;
+        if r.kind.has_content() {
+            if let Some(line) = r.hash.as_ref().and_then(|h| record::manifest_line(h, &record::manifest_path(&r.path))) {
+                self.manifest.write_all(line.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn make_generation(
+    opts: &BackupOptions,
+    sources: &[walk::Source],
+    walk_opts: &walk::WalkOptions,
+    gens: &[Generation],
+    time: i64,
+) -> Result<(GenerationInfo, PathBuf, Vec<String>), Attempt> {
+    let started = Instant::now();
+    let gen_dir = generation::generations_dir(&opts.root);
+    let (name, time, _) = generation::next_name(gens, time);
+    let partial = gen_dir.join(format!("{PARTIAL_PREFIX}{name}"));
+    let final_path = gen_dir.join(&name);
+    let no_space = engine::is_no_space;
+    let fail = |path: &Path, e: io::Error| -> Attempt {
+        if no_space(&e) {
+            Attempt::NoSpace(format!("{}: {e}", path.display()))
+        } else {
+            Attempt::Failed(BackupError::Io { path: path.to_path_buf(), error: e })
+        }
+    };
+    let tree = partial.join(TREE_DIR);
+    fs::create_dir(&partial).map_err(|e| fail(&partial, e))?;
+    let result = (|| -> Result<(GenerationInfo, Vec<String>), Attempt> {
+        fs::create_dir(&tree).map_err(|e| fail(&tree, e))?;
+        let create = |n: &str| -> Result<BufWriter<File>, Attempt> {
+            let p = partial.join(n);
+            let f = File::create(&p).map_err(|e| fail(&p, e))?;
+            Ok(BufWriter::with_capacity(256 * 1024, f))
+        };
+        let mut w = Writers { metadata: create(METADATA_FILE)?, manifest: create(MANIFEST_FILE)? };
+        record::write_header(&mut w.metadata).map_err(|e| fail(&partial, e))?;
+
+        let mut warnings = Vec::new();
+        let previous = match gens.last() {
+            Some(g) => match engine::Previous::open(&g.path) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warnings.push(format!("previous generation {}: {e}; copying everything", g.name));
+                    None
+                }
+            },
+            None => None,
+        };
+        let expected = gens.last().and_then(|g| read_info(&g.path));
+        let mut bar = progress::Progress::new(opts.progress, expected.as_ref().map(|i| (i.files, i.bytes)));
+        let walker = walk::Walker::new(sources.to_vec(), walk_opts.clone());
+        let popts = engine::PipelineOptions { dst_root: tree.clone(), threads: opts.threads, mode: engine::Mode::Backup };
+        let stats = engine::run(walker, previous, &popts, &mut |r| w.write(r), &mut |s| bar.update(s));
+        bar.finish();
+        let stats = match stats {
+            Ok(s) => s,
+            Err(e) if e.is_no_space() => return Err(Attempt::NoSpace(e.to_string())),
+            Err(e) => return Err(Attempt::Failed(BackupError::Io { path: tree.clone(), error: io::Error::other(e.to_string()) })),
+        };
+        warnings.extend(stats.warnings.iter().cloned());
+        for mut f in [w.metadata, w.manifest] {
+            f.flush().map_err(|e| fail(&partial, e))?;
+        }
+
+        // Directory metadata last, streaming the records just written.
+        let meta_path = partial.join(METADATA_FILE);
+        let reader = record::MetadataReader::open(&meta_path)
+            .map_err(|e| Attempt::Failed(BackupError::Metadata { generation: name.clone(), error: e }))?;
+        for r in reader {
+            let r = r.map_err(|e| Attempt::Failed(BackupError::Metadata { generation: name.clone(), error: e }))?;
+            if r.kind == Kind::Dir {
+                let dst = engine::dst_path(&tree, &r.path);
+                if let Err(e) = engine::apply_dir_record(&Path::new("/").join(&r.path), &dst, &r) {
+                    let e = match e {
+                        copy::CopyError::Source(e) | copy::CopyError::Target(e) => e,
+                    };
+                    return Err(fail(&dst, e));
+                }
+            }
+        }
+
+        let info = GenerationInfo {
+            format: 1,
+            name: name.clone(),
+            time,
+            created: generation::format_time_iso(time),
+            previous: gens.last().map(|g| g.name.clone()),
+            sources: sources.iter().map(|s| s.abs.to_string_lossy().into_owned()).collect(),
+            files: stats.files,
+            dirs: stats.dirs,
+            symlinks: stats.symlinks,
+            others: stats.others,
+            bytes: stats.bytes,
+            new_bytes: stats.new_bytes,
+            copied_files: stats.copied_files,
+            linked_files: stats.linked_files,
+            warnings: warnings.len() as u64,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let info_path = partial.join(INFO_FILE);
+        let json = serde_json::to_vec_pretty(&info).map_err(|e| Attempt::Failed(BackupError::Invalid(e.to_string())))?;
+        fs::write(&info_path, json).map_err(|e| fail(&info_path, e))?;
+
+        // One syncfs makes every file, directory and link written above durable
+        // (far cheaper than an fsync per file); then the small files and dirs once more.
+        let root_fd = File::open(&opts.root).map_err(|e| fail(&opts.root, e))?;
+        rustix::fs::syncfs(&root_fd).map_err(|e| fail(&opts.root, e.into()))?;
+        for n in [METADATA_FILE, MANIFEST_FILE, INFO_FILE] {
+            let p = partial.join(n);
+            File::open(&p).and_then(|f| f.sync_all()).map_err(|e| fail(&p, e))?;
+        }
+        generation::fsync_dir(&tree).map_err(|e| fail(&tree, e))?;
+        generation::complete(&partial, &final_path).map_err(|e| fail(&final_path, e))?;
+        Ok((info, warnings))
+    })();
+    match result {
+        Ok((info, warnings)) => Ok((info, final_path, warnings)),
+        Err(e) => {
+            // The partial generation is useless now; removing it frees the space it took.
+            let _ = prune::remove_tree(&partial);
+            Err(e)
+        }
+    }
+}
+
+/// Complete generations with their `info.json` (None if unreadable), oldest first.
+pub fn list_generations(root: &Path) -> Result<Vec<(Generation, Option<GenerationInfo>)>, BackupError> {
+    let gens = generation::list(root).map_err(io_at(root))?;
+    Ok(gens.into_iter().map(|g| {
+        let info = read_info(&g.path);
+        (g, info)
+    }).collect())
+}
+
+/// Resolves `--generation` (a name, a unique prefix, or `latest`; default the newest).
+pub fn pick_generation(root: &Path, want: Option<&str>) -> Result<Generation, BackupError> {
+    let gens = generation::list(root).map_err(io_at(root))?;
+    match want {
+        None => gens.last().cloned().ok_or_else(|| BackupError::NoGenerations(root.to_path_buf())),
+        Some(w) => generation::find(&gens, w).cloned().ok_or_else(|| BackupError::NoSuchGeneration(w.to_string())),
+    }
+}
+
+/// Bytes free for an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}

@@ -1,18 +1,191 @@
 //! `offdisk register/dock/agent` (owned by the hot-plug work).
 
-use super::CliResult;
+use super::prompt::{read_passphrase, KeySource};
+use super::{CliResult, Failure};
+use crate::error::exit;
+use crate::hotplug::agent::{self, AgentOptions};
+use crate::hotplug::agent_link::{AgentLinks, TrustedPeer};
+use crate::hotplug::dock::{self, AgentUi, DockOptions, Outcome};
+use crate::hotplug::register::{register_device, RegisterSpec};
+use crate::hotplug::system::SystemBackend;
+use crate::hotplug::{ask_password, device, identity, lock, registry, state};
 use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
 
-#[derive(Args, Debug)]
-pub struct RegisterArgs {}
-#[derive(Args, Debug)]
-pub struct DockArgs {}
-#[derive(Args, Debug)]
-pub struct AgentArgs {}
-
-fn todo() -> CliResult {
-    Err(super::Failure::usage("not implemented yet"))
+/// Paths shared by register and dock; the hidden ones exist for tests and packaging.
+#[derive(Args, Debug, Clone)]
+pub struct PathArgs {
+    /// Configuration file with the registered disks.
+    #[arg(long, value_name = "FILE", default_value = registry::CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Host secret for identity records.
+    #[arg(long, value_name = "FILE", default_value = identity::HOST_KEY_PATH, hide = true)]
+    pub host_key: PathBuf,
+    /// Lock files and mount points.
+    #[arg(long, value_name = "DIR", default_value = lock::RUN_DIR, hide = true)]
+    pub run_dir: PathBuf,
+    /// Where the time of each disk's last dock is kept.
+    #[arg(long, value_name = "FILE", default_value = state::STATE_PATH, hide = true)]
+    pub state: PathBuf,
 }
-pub fn run_register(_a: RegisterArgs, _v: bool) -> CliResult { todo() }
-pub fn run_dock(_a: DockArgs, _v: bool) -> CliResult { todo() }
-pub fn run_agent(_a: AgentArgs, _v: bool) -> CliResult { todo() }
+
+impl PathArgs {
+    fn dock_options(&self) -> DockOptions {
+        DockOptions {
+            config: self.config.clone(),
+            host_key: self.host_key.clone(),
+            run_dir: self.run_dir.clone(),
+            state: self.state.clone(),
+            max_tries: 3,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "The disk is unlocked once to write this host's identity record inside it; \
+a later dock checks that record, so a copy of the LUKS header alone is never taken for the disk.")]
+pub struct RegisterArgs {
+    /// The LUKS device (partition, disk or loop device) to register.
+    pub device: PathBuf,
+    /// A directory to back up onto the disk (repeatable).
+    #[arg(short, long = "source", value_name = "DIR", required = true)]
+    pub sources: Vec<PathBuf>,
+    /// A pattern to leave out of the backup (repeatable).
+    #[arg(short, long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Name shown in notifications (default: the LUKS label).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Unlock unattended with this key file kept on the host, now and at every dock
+    /// (unlock = "key-file"). Without it the passphrase is asked for at each dock.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Read the passphrase for this registration from FILE ("-" for stdin) instead of the terminal.
+    #[arg(long, value_name = "FILE", conflicts_with = "key_file")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Mount the disk here while it is open [default: /run/offdisk/<LUKS UUID>].
+    #[arg(long, value_name = "DIR")]
+    pub mount_point: Option<PathBuf>,
+    /// Replace an existing registration of the same disk.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub paths: PathArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Run by offdisk-dock@.service when udev sees a LUKS device. Unregistered disks \
+are left alone (exit 0); a second dock of a disk already being docked exits 0 at once.")]
+pub struct DockArgs {
+    /// Kernel name of the device (sdb1, loop0) as udev gives it, or /dev/NAME.
+    pub device: String,
+    /// Seconds to wait for a passphrase answer, per try.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Directory of systemd's password agent requests.
+    #[arg(long, value_name = "DIR", default_value = ask_password::SYSTEM_DIR, hide = true)]
+    pub ask_dir: PathBuf,
+    /// Where desktop agents' runtime directories are (`<DIR>/<uid>/offdisk/agent.sock`).
+    #[arg(long, value_name = "DIR", default_value = "/run/user", hide = true)]
+    pub agents_dir: PathBuf,
+    #[command(flatten)]
+    pub paths: PathArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Started with the desktop session (offdisk-agent.service or the XDG autostart \
+entry). Only offdisk's own service, running as root, can talk to it.")]
+pub struct AgentArgs {
+    /// Answer offdisk's passphrase requests on this terminal instead (as root, no desktop).
+    #[arg(long)]
+    pub console: bool,
+    /// Remind about disks not refreshed for this many days (0: never).
+    #[arg(long, value_name = "DAYS", default_value_t = 7)]
+    pub stale_days: u64,
+    /// Pinentry program for the passphrase dialog (default: the first one installed).
+    #[arg(long, value_name = "PROGRAM")]
+    pub pinentry: Option<PathBuf>,
+    /// Runtime directory for the agent's socket (default: $XDG_RUNTIME_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// Where offdisk dock keeps the time of each disk's last dock.
+    #[arg(long, value_name = "FILE", default_value = state::STATE_PATH, hide = true)]
+    pub state: PathBuf,
+    /// Directory of systemd's password agent requests (with --console).
+    #[arg(long, value_name = "DIR", default_value = ask_password::SYSTEM_DIR, hide = true)]
+    pub ask_dir: PathBuf,
+    /// Stop after one dock session or one answer (tests).
+    #[arg(long, hide = true)]
+    pub once: bool,
+}
+
+pub fn run_register(a: RegisterArgs, _verbose: bool) -> CliResult {
+    let pass = match (&a.key_file, &a.passphrase_file) {
+        (Some(k), _) => read_passphrase(KeySource::File(k)),
+        (None, Some(p)) => read_passphrase(KeySource::File(p)),
+        (None, None) => read_passphrase(KeySource::Terminal { prompt: "Passphrase of the disk to register: ", confirm: false }),
+    }
+    .map_err(|e| Failure::new(exit::NO_KEY, format!("reading the passphrase: {e}")))?;
+    // The config wants absolute paths; a key file named relative to here would be lost too.
+    let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())));
+    let sources = a.sources.into_iter().map(absolute).collect::<Result<Vec<_>, _>>()?;
+    let key_file = a.key_file.map(absolute).transpose()?;
+    let spec = RegisterSpec { label: a.label, sources, excludes: a.excludes, key_file, mount_point: a.mount_point, replace: a.force };
+    let mut backend = SystemBackend::with_config(&a.paths.config);
+    let reg = register_device(&a.device, &pass, &a.paths.dock_options(), &spec, &mut backend)?;
+    println!(
+        "Registered backup disk {} (LUKS UUID {}), unlock by {}; it is backed up whenever it is docked.",
+        reg.name(),
+        reg.luks_uuid,
+        reg.unlock.as_str()
+    );
+    Ok(exit::OK)
+}
+
+pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
+    let name = device::kernel_name_from_arg(&a.device)?;
+    let dev = device::resolve(&name)?;
+    let mut ui = AgentUi {
+        ask_dir: a.ask_dir,
+        links: AgentLinks::connect_all(&a.agents_dir),
+        timeout: Duration::from_secs(a.timeout),
+        verbose,
+    };
+    if verbose {
+        eprintln!("offdisk dock: {} desktop agent(s) connected", ui.links.len());
+    }
+    match dock::dock(&dev, &a.paths.dock_options(), &mut SystemBackend::with_config(&a.paths.config), &mut ui)? {
+        Outcome::Ignored { luks_uuid } => {
+            eprintln!("offdisk dock: {name}: LUKS {luks_uuid} is not a registered backup disk; left alone");
+        }
+        Outcome::AlreadyRunning { disk } => {
+            eprintln!("offdisk dock: {disk}: a dock of this disk is already running");
+        }
+        Outcome::Done { disk, summary } => {
+            println!("{disk}: {summary}; closed, safe to unplug");
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub fn run_agent(a: AgentArgs, _verbose: bool) -> CliResult {
+    if a.console {
+        agent::run_console(&a.ask_dir, true, a.once)?;
+        return Ok(exit::OK);
+    }
+    let runtime_dir = a
+        .runtime_dir
+        .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
+        .ok_or_else(|| Failure::usage("XDG_RUNTIME_DIR is not set").with_hint("run the agent inside a desktop session, or give --runtime-dir"))?;
+    let opts = AgentOptions {
+        runtime_dir,
+        trusted: TrustedPeer::offdisk_service(),
+        pinentry: a.pinentry,
+        state: a.state,
+        stale_days: a.stale_days,
+        once: a.once,
+    };
+    agent::run(&opts)?;
+    Ok(exit::OK)
+}

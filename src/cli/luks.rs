@@ -1,11 +1,460 @@
-//! `offdisk luks ...`: the expert LUKS command family (owned by the LUKS work).
+//! `offdisk luks ...`: the expert LUKS command family, with cryptsetup's option names
+//! and exit codes (1 bad arguments, 2 no key with that passphrase, 3 out of memory,
+//! 4 device error, 5 busy).
 
-use super::CliResult;
-use clap::Args;
+use super::prompt::{confirm_yes, read_passphrase, KeySource};
+use super::{CliResult, Failure};
+use crate::error::exit;
+use crate::luks::{self, backup, dump, update, FormatOptions, PbkdfOptions, PbkdfType, Volume};
+use crate::secret::Passphrase;
+use clap::{Args, Subcommand};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
-pub struct LuksArgs {}
+pub struct LuksArgs {
+    #[command(subcommand)]
+    pub command: LuksCommand,
+}
 
-pub fn run(_args: LuksArgs, _verbose: bool) -> CliResult {
-    Err(super::Failure::usage("not implemented yet"))
+#[derive(Subcommand, Debug)]
+pub enum LuksCommand {
+    /// Create a new LUKS2 volume on IMAGE (destroys its contents).
+    Format(FormatArgs),
+    /// Show the LUKS header of IMAGE.
+    Dump(DumpArgs),
+    /// Add a passphrase (keyslot), authorised by an existing one.
+    AddKey(AddKeyArgs),
+    /// Remove the keyslot a passphrase opens.
+    RemoveKey(RemoveKeyArgs),
+    /// Replace a passphrase with a new one.
+    ChangeKey(ChangeKeyArgs),
+    /// Wipe keyslot N.
+    KillSlot(KillSlotArgs),
+    /// Save the LUKS header and keyslots of IMAGE to a file.
+    HeaderBackup(HeaderBackupArgs),
+    /// Put a saved LUKS header back onto IMAGE (checked to fit this device first).
+    HeaderRestore(HeaderRestoreArgs),
+    /// Rewrite both LUKS2 header copies from the valid one (after damage or an interrupted update).
+    Repair(RepairArgs),
+}
+
+/// Key derivation options for new keyslots (as cryptsetup's).
+#[derive(Args, Debug, Clone)]
+pub struct PbkdfArgs {
+    /// Key derivation function for the new keyslot.
+    #[arg(long, value_name = "argon2id|argon2i|pbkdf2", default_value = "argon2id")]
+    pub pbkdf: String,
+    /// Argon2 memory cost in KiB (default: calibrated, at most 1 GiB and half of RAM).
+    #[arg(long, value_name = "KiB")]
+    pub pbkdf_memory: Option<u32>,
+    /// Argon2 parallel lanes (default: min(4, CPUs)).
+    #[arg(long, value_name = "N")]
+    pub pbkdf_parallel: Option<u32>,
+    /// Use this time cost (Argon2) or iteration count (PBKDF2) instead of calibrating.
+    #[arg(long, value_name = "N")]
+    pub pbkdf_force_iterations: Option<u32>,
+    /// Milliseconds the key derivation should take on this machine.
+    #[arg(short = 'i', long, value_name = "MS", default_value_t = 2000)]
+    pub iter_time: u32,
+    /// Hash for PBKDF2, the anti-forensic splitter and the key digest.
+    #[arg(long, value_name = "sha1|sha256|sha512", default_value = "sha256")]
+    pub hash: String,
+}
+
+impl PbkdfArgs {
+    fn options(&self) -> Result<PbkdfOptions, Failure> {
+        Ok(PbkdfOptions {
+            kind: PbkdfType::parse(&self.pbkdf)?,
+            hash: self.hash.clone(),
+            iter_time_ms: self.iter_time,
+            memory_kib: self.pbkdf_memory,
+            parallel: self.pbkdf_parallel,
+            force_iterations: self.pbkdf_force_iterations,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct FormatArgs {
+    /// Device or image file.
+    pub image: PathBuf,
+    /// Read the passphrase from this file ("-": standard input) instead of the terminal.
+    #[arg(short = 'd', long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'q', long, visible_alias = "batch-mode")]
+    pub batch: bool,
+    /// LUKS version to write (only luks2).
+    #[arg(short = 'M', long = "type", value_name = "luks2", default_value = "luks2")]
+    pub luks_type: String,
+    /// Cipher for data and keyslots.
+    #[arg(short = 'c', long, default_value = "aes-xts-plain64")]
+    pub cipher: String,
+    /// Volume key size in bits.
+    #[arg(short = 's', long, value_name = "BITS", default_value_t = 512)]
+    pub key_size: u32,
+    /// Encryption sector size in bytes (default: 4096 for image files, 512 for devices).
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<u32>,
+    /// LUKS2 label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// LUKS2 subsystem.
+    #[arg(long)]
+    pub subsystem: Option<String>,
+    /// Use this UUID instead of a random one.
+    #[arg(long)]
+    pub uuid: Option<String>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    pub image: PathBuf,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also show the volume key (needs a passphrase). Handle the output with care.
+    #[arg(long)]
+    pub dump_volume_key: bool,
+    /// Passphrase file for --dump-volume-key ("-": standard input).
+    #[arg(short = 'd', long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Only try this keyslot.
+    #[arg(short = 'S', long, value_name = "N")]
+    pub key_slot: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct AddKeyArgs {
+    pub image: PathBuf,
+    /// File with an existing passphrase ("-": standard input).
+    #[arg(short = 'd', long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// File with the new passphrase.
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: Option<PathBuf>,
+    /// Keyslot for the new passphrase (default: the first free one).
+    #[arg(short = 'S', long, value_name = "N")]
+    pub key_slot: Option<usize>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RemoveKeyArgs {
+    pub image: PathBuf,
+    /// File with the passphrase to remove ("-": standard input).
+    #[arg(short = 'd', long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Do not ask for confirmation when removing the last keyslot.
+    #[arg(short = 'q', long, visible_alias = "batch-mode")]
+    pub batch: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ChangeKeyArgs {
+    pub image: PathBuf,
+    /// File with the current passphrase ("-": standard input).
+    #[arg(short = 'd', long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// File with the new passphrase.
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: Option<PathBuf>,
+    /// Only change this keyslot.
+    #[arg(short = 'S', long, value_name = "N")]
+    pub key_slot: Option<usize>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct KillSlotArgs {
+    pub image: PathBuf,
+    /// Keyslot to wipe.
+    pub slot: usize,
+    /// A passphrase of another keyslot, proving access (asked for unless --batch).
+    #[arg(short = 'd', long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Do not ask for confirmation or another passphrase.
+    #[arg(short = 'q', long, visible_alias = "batch-mode")]
+    pub batch: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HeaderBackupArgs {
+    pub image: PathBuf,
+    /// File to create (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub header_backup_file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct HeaderRestoreArgs {
+    pub image: PathBuf,
+    /// Backup made by header-backup (or cryptsetup luksHeaderBackup).
+    #[arg(long, value_name = "FILE")]
+    pub header_backup_file: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(short = 'q', long, visible_alias = "batch-mode")]
+    pub batch: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    pub image: PathBuf,
+}
+
+pub fn run(args: LuksArgs, verbose: bool) -> CliResult {
+    match args.command {
+        LuksCommand::Format(a) => run_format(a, verbose),
+        LuksCommand::Dump(a) => run_dump(a),
+        LuksCommand::AddKey(a) => run_add_key(a, verbose),
+        LuksCommand::RemoveKey(a) => run_remove_key(a, verbose),
+        LuksCommand::ChangeKey(a) => run_change_key(a, verbose),
+        LuksCommand::KillSlot(a) => run_kill_slot(a, verbose),
+        LuksCommand::HeaderBackup(a) => run_header_backup(a, verbose),
+        LuksCommand::HeaderRestore(a) => run_header_restore(a, verbose),
+        LuksCommand::Repair(a) => run_repair(a, verbose),
+    }
+}
+
+/// Opens the device; for writing a block device, exclusively (a mounted or open device is
+/// busy). Also takes an advisory lock, shared for reading and exclusive for writing, so two
+/// offdisk commands never update one header at the same time.
+fn open_device(path: &Path, write: bool) -> Result<Flock<File>, Failure> {
+    let file = open_file(path, write)?;
+    let how = if write { FlockArg::LockExclusiveNonblock } else { FlockArg::LockSharedNonblock };
+    Flock::lock(file, how).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            Failure::new(exit::BUSY, format!("{} is in use by another offdisk command", path.display()))
+        } else {
+            Failure::new(exit::DEVICE, format!("cannot lock {}: {errno}", path.display()))
+        }
+    })
+}
+
+fn open_file(path: &Path, write: bool) -> Result<File, Failure> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(write);
+    let is_block = std::fs::metadata(path).map(|m| m.file_type().is_block_device()).unwrap_or(false);
+    if write && is_block {
+        o.custom_flags(libc::O_EXCL);
+    }
+    o.open(path).map_err(|e| {
+        let code = if e.raw_os_error() == Some(libc::EBUSY) { exit::BUSY } else { exit::DEVICE };
+        Failure::new(code, format!("cannot open {}: {e}", path.display()))
+    })
+}
+
+fn load(dev: &File, path: &Path) -> Result<Volume, Failure> {
+    Volume::load(dev).map_err(|e| {
+        let f: Failure = e.into();
+        Failure { message: format!("{}: {}", path.display(), f.message), ..f }
+    })
+}
+
+fn passphrase(file: &Option<PathBuf>, prompt: &str, confirm: bool) -> Result<Passphrase, Failure> {
+    let src = match file {
+        Some(p) => KeySource::File(p),
+        None => KeySource::Terminal { prompt, confirm },
+    };
+    read_passphrase(src).map_err(|e| match file {
+        Some(p) => Failure::usage(format!("reading key file {}: {e}", p.display())),
+        None => Failure::usage(format!("reading passphrase: {e}")),
+    })
+}
+
+fn confirm(batch: bool, question: &str) -> Result<(), Failure> {
+    if batch {
+        return Ok(());
+    }
+    match confirm_yes(question) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure::usage("operation aborted")),
+        Err(e) => Err(Failure::usage(format!("reading confirmation: {e}"))),
+    }
+}
+
+fn run_format(a: FormatArgs, verbose: bool) -> CliResult {
+    if a.luks_type != "luks2" {
+        return Err(Failure::usage(format!("--type {}: offdisk formats only luks2", a.luks_type)));
+    }
+    let opts = FormatOptions {
+        pbkdf: a.pbkdf.options()?,
+        cipher: a.cipher.clone(),
+        key_size_bits: a.key_size,
+        sector_size: a.sector_size,
+        label: a.label.clone(),
+        subsystem: a.subsystem.clone(),
+        uuid: a.uuid.clone(),
+        volume_key: None,
+    };
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    confirm(a.batch, &format!("WARNING!\n========\nThis will overwrite data on {} irrevocably.", a.image.display()))?;
+    let pass = passphrase(&a.key_file, &format!("Enter passphrase for {}: ", a.image.display()), true)?;
+    let vol = luks::format(dev, &opts, &pass)?;
+    if verbose {
+        eprintln!("Key slot 0 created. UUID {}", vol.uuid());
+    }
+    Ok(exit::OK)
+}
+
+fn run_dump(a: DumpArgs) -> CliResult {
+    let lock = open_device(&a.image, false)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
+    let key = if a.dump_volume_key {
+        let pass = passphrase(&a.key_file, &format!("Enter passphrase for {}: ", a.image.display()), false)?;
+        Some(vol.unlock(dev, &pass, a.key_slot)?)
+    } else {
+        None
+    };
+    let mut text = String::new();
+    if a.json {
+        let mut v = dump::describe(&vol);
+        if let Some(u) = &key {
+            let hex = u.key.to_hex();
+            v["volume_key"] = serde_json::Value::String(String::from_utf8_lossy(hex.expose()).into_owned());
+            v["volume_key_slot"] = serde_json::json!(u.keyslot);
+        }
+        text = serde_json::to_string_pretty(&v).map_err(|e| Failure::usage(e.to_string()))? + "\n";
+    } else {
+        text.push_str(&dump::text(&vol));
+        if let Some(u) = &key {
+            let hex = u.key.to_hex();
+            text.push_str(&format!("Key slot {} unlocked.\nMK bits:\t{}\nMK dump:\t{}\n", u.keyslot, u.key.len() * 8, String::from_utf8_lossy(hex.expose())));
+        }
+    }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let mut out = std::io::stdout().lock();
+    let written = std::io::Write::write_all(&mut out, text.as_bytes()).and_then(|_| std::io::Write::flush(&mut out));
+    // The text may hold the volume key in hex.
+    zeroize::Zeroize::zeroize(&mut text);
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(exit::DEVICE, format!("writing output: {e}"))),
+        _ => Ok(exit::OK),
+    }
+}
+
+fn new_passphrase(file: &Option<PathBuf>) -> Result<Passphrase, Failure> {
+    passphrase(file, "Enter new passphrase: ", true)
+}
+
+fn run_add_key(a: AddKeyArgs, verbose: bool) -> CliResult {
+    let pbkdf = a.pbkdf.options()?;
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
+    let existing = passphrase(&a.key_file, "Enter any existing passphrase: ", false)?;
+    // Check the existing passphrase before asking for a new one.
+    vol.unlock(dev, &existing, None)?;
+    let new = new_passphrase(&a.new_key_file)?;
+    let slot = update::add_key(dev, &vol, &existing, &new, a.key_slot, &pbkdf)?;
+    if verbose {
+        eprintln!("Key slot {slot} created.");
+    }
+    Ok(exit::OK)
+}
+
+fn run_remove_key(a: RemoveKeyArgs, verbose: bool) -> CliResult {
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
+    let pass = passphrase(&a.key_file, "Enter passphrase to be deleted: ", false)?;
+    let u = vol.unlock(dev, &pass, None)?;
+    if vol.active_slots().len() == 1 {
+        confirm(a.batch, "This is the last keyslot. Device will become unusable after purging this key.")?;
+    }
+    update::kill_slot(dev, &vol, u.keyslot)?;
+    if verbose {
+        eprintln!("Key slot {} removed.", u.keyslot);
+    }
+    Ok(exit::OK)
+}
+
+fn run_change_key(a: ChangeKeyArgs, verbose: bool) -> CliResult {
+    let pbkdf = a.pbkdf.options()?;
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
+    let old = passphrase(&a.key_file, "Enter passphrase to be changed: ", false)?;
+    vol.unlock(dev, &old, a.key_slot)?;
+    let new = new_passphrase(&a.new_key_file)?;
+    let slot = update::change_key(dev, &vol, &old, &new, a.key_slot, &pbkdf)?;
+    if verbose {
+        eprintln!("Key slot {slot} changed.");
+    }
+    Ok(exit::OK)
+}
+
+fn run_kill_slot(a: KillSlotArgs, verbose: bool) -> CliResult {
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
+    if !vol.active_slots().contains(&a.slot) {
+        return Err(luks::LuksError::SlotInactive(a.slot).into());
+    }
+    if !a.batch || a.key_file.is_some() {
+        // As cryptsetup: prove access with a passphrase of a keyslot that stays.
+        let pass = passphrase(&a.key_file, "Enter any remaining passphrase: ", false)?;
+        vol.unlock(dev, &pass, None)?;
+    }
+    confirm(a.batch, &format!("WARNING!\n========\nThis will wipe keyslot {} of {}.", a.slot, a.image.display()))?;
+    update::kill_slot(dev, &vol, a.slot)?;
+    if verbose {
+        eprintln!("Key slot {} wiped.", a.slot);
+    }
+    Ok(exit::OK)
+}
+
+fn run_header_backup(a: HeaderBackupArgs, verbose: bool) -> CliResult {
+    let lock = open_device(&a.image, false)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
+    let n = backup::header_backup(dev, &vol, &a.header_backup_file)?;
+    if verbose {
+        eprintln!("Wrote {n} bytes of header to {}.", a.header_backup_file.display());
+    }
+    Ok(exit::OK)
+}
+
+fn run_header_restore(a: HeaderRestoreArgs, verbose: bool) -> CliResult {
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let plan = backup::plan_restore(dev, &a.header_backup_file)?;
+    let what = if plan.replaces_header { "replace the LUKS header (and keyslots)" } else { "write a LUKS header" };
+    confirm(a.batch, &format!("WARNING!\n========\nThis will {what} on {}.", a.image.display()))?;
+    let vol = backup::apply_restore(dev, &plan)?;
+    if verbose {
+        eprintln!("Restored header of LUKS volume {}.", vol.uuid());
+    }
+    Ok(exit::OK)
+}
+
+fn run_repair(a: RepairArgs, verbose: bool) -> CliResult {
+    let lock = open_device(&a.image, true)?;
+    let dev: &File = &lock;
+    let vol = load(dev, &a.image)?;
+    if let Ok(st) = vol.luks2("repair") {
+        if st.primary_ok && st.secondary_ok {
+            if verbose {
+                eprintln!("No problems found.");
+            }
+            return Ok(exit::OK);
+        }
+        for p in &st.problems {
+            eprintln!("{p}");
+        }
+    } else {
+        return Ok(exit::OK);
+    }
+    update::repair(dev, &vol)?;
+    eprintln!("Header repaired: both copies rewritten.");
+    Ok(exit::OK)
 }

@@ -62,3 +62,30 @@ pub fn argon2_cost(kind: Argon2Kind, target_ms: u32, max_memory_kib: u32, lanes:
         (MIN_TIME, mem.clamp(MIN_MEMORY_KIB.max(8 * lanes), max_memory_kib))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2_costs_respect_cryptsetups_bounds() {
+        let max = 16 * 1024;
+        // A tiny budget: time stays at the minimum and memory shrinks instead.
+        let (t, m) = argon2_cost(Argon2Kind::Argon2id, 1, max, 2, 32);
+        assert_eq!(t, MIN_TIME);
+        assert!((MIN_MEMORY_KIB..max).contains(&m), "{m}");
+        // A generous budget: all the memory allowed, then more passes.
+        let (t, m) = argon2_cost(Argon2Kind::Argon2i, 5000, max, 2, 32);
+        assert_eq!(m, max);
+        assert!(t > MIN_TIME, "{t}");
+    }
+
+    #[test]
+    fn defaults_follow_cryptsetup() {
+        let cpus = std::thread::available_parallelism().unwrap().get() as u32;
+        assert_eq!(default_lanes(), cpus.min(4));
+        let half_ram_kib = super::super::kdf::physical_memory_bytes().unwrap() / 2048;
+        assert!(u64::from(default_max_memory_kib()) <= half_ram_kib.min(1 << 20));
+        assert!(pbkdf2_iterations(HashAlg::Sha256, 20, 32) >= MIN_PBKDF2_ITERATIONS);
+    }
+}

@@ -124,11 +124,7 @@ impl BinaryHeader {
 
     /// Checksum over the binary header (csum zeroed) and the JSON area.
     pub fn compute_csum(&self, json_area: &[u8]) -> Result<[u8; 64], LuksError> {
-        let hash = self.csum_hash()?;
-        let bin = self.serialize(&[0u8; 64]);
-        let mut c = [0u8; 64];
-        hash.hash_into(&[&bin, json_area], &mut c[..hash.output_len()]);
-        Ok(c)
+        csum_raw(self.csum_hash()?, &self.serialize(&[0u8; 64]), json_area)
     }
 
     /// The full bytes of this copy (binary + JSON area) with a fresh checksum.
@@ -138,6 +134,15 @@ impl BinaryHeader {
         out.extend_from_slice(json_area);
         Ok(out)
     }
+}
+
+/// Checksum of a binary header exactly as stored (its csum field zeroed) plus JSON area.
+fn csum_raw(hash: HashAlg, binary: &[u8], json_area: &[u8]) -> Result<[u8; 64], LuksError> {
+    let mut bin = binary.to_vec();
+    bin[CSUM_OFFSET..CSUM_OFFSET + 64].fill(0);
+    let mut c = [0u8; 64];
+    hash.hash_into(&[&bin, json_area], &mut c[..hash.output_len()]);
+    Ok(c)
 }
 
 /// One valid header copy as read from the device.
@@ -152,10 +157,10 @@ pub fn read_copy(io: &dyn BlockIo, offset: u64, copy: Copy) -> Result<HeaderCopy
     let mut raw = vec![0u8; BINARY_SIZE];
     io.read_at(&mut raw, offset).map_err(|e| LuksError::Header(format!("cannot read: {e}")))?;
     let bin = BinaryHeader::parse(&raw)?;
-    parse_copy_body(io, bin, offset, copy)
+    parse_copy_body(io, &raw, bin, offset, copy)
 }
 
-fn parse_copy_body(io: &dyn BlockIo, bin: BinaryHeader, offset: u64, copy: Copy) -> Result<HeaderCopy, LuksError> {
+fn parse_copy_body(io: &dyn BlockIo, raw: &[u8], bin: BinaryHeader, offset: u64, copy: Copy) -> Result<HeaderCopy, LuksError> {
     if bin.copy != copy {
         return Err(LuksError::Header(format!("found a {} header where the {} belongs", bin.copy.name(), copy.name())));
     }
@@ -169,7 +174,8 @@ fn parse_copy_body(io: &dyn BlockIo, bin: BinaryHeader, offset: u64, copy: Copy)
     let mut json = vec![0u8; (bin.hdr_size as usize) - BINARY_SIZE];
     io.read_at(&mut json, offset + BINARY_SIZE as u64)
         .map_err(|e| LuksError::Header(format!("cannot read JSON area: {e}")))?;
-    let want = bin.compute_csum(&json)?;
+    // Over the bytes as stored, so junk in padding or after a NUL is caught too.
+    let want = csum_raw(bin.csum_hash()?, raw, &json)?;
     if want != bin.csum {
         return Err(LuksError::Header("checksum mismatch".into()));
     }

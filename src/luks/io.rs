@@ -32,20 +32,27 @@ impl BlockIo for File {
     }
 }
 
-/// An in-memory device; with `fail_after(n)` the n+1-th write fails without writing
-/// anything, and all later writes fail too, like a disk pulled out mid-update.
+/// An in-memory device; with `fail_after(n)` the n+1-th write fails (after writing only
+/// its first half when `tear` is set: a torn write), and all later writes fail too, like
+/// a disk pulled out mid-update.
 pub struct MemDevice {
     pub data: RefCell<Vec<u8>>,
     writes_left: Cell<Option<usize>>,
     pub writes: Cell<usize>,
+    pub tear: Cell<bool>,
 }
 
 impl MemDevice {
     pub fn new(data: Vec<u8>) -> Self {
-        MemDevice { data: RefCell::new(data), writes_left: Cell::new(None), writes: Cell::new(0) }
+        MemDevice { data: RefCell::new(data), writes_left: Cell::new(None), writes: Cell::new(0), tear: Cell::new(false) }
     }
     pub fn fail_after(&self, n: usize) {
         self.writes_left.set(Some(n));
+    }
+    /// Lets writes succeed again (the disk is back).
+    pub fn heal(&self) {
+        self.writes_left.set(None);
+        self.tear.set(false);
     }
     pub fn into_inner(self) -> Vec<u8> {
         self.data.into_inner()
@@ -63,6 +70,14 @@ impl BlockIo for MemDevice {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         if let Some(n) = self.writes_left.get() {
             if n == 0 {
+                if self.tear.replace(false) {
+                    let half = buf.len() / 2;
+                    let start = offset as usize;
+                    let mut d = self.data.borrow_mut();
+                    if start + half <= d.len() {
+                        d[start..start + half].copy_from_slice(&buf[..half]);
+                    }
+                }
                 return Err(io::Error::other("simulated crash: device gone"));
             }
             self.writes_left.set(Some(n - 1));

@@ -187,7 +187,7 @@ impl Volume {
             // Shorter than one header copy: try what there is, for a clear message.
             let size = io.size().map_err(|e| LuksError::io("reading device size".into(), e))?;
             if size < luks1::HEADER_LEN as u64 {
-                return Err(LuksError::TooSmall(format!("{size} bytes cannot hold a LUKS header")));
+                return Err(LuksError::NotLuks);
             }
             first.truncate(size as usize);
             io.read_at(&mut first, 0).map_err(|e| LuksError::io("reading header".into(), e))?;
@@ -388,6 +388,12 @@ impl Volume {
 
 /// Picks the valid copy with the highest seqid; a damaged copy is noted for repair.
 fn choose(primary: Result<HeaderCopy, LuksError>, secondary: Result<HeaderCopy, LuksError>) -> Result<Luks2State, LuksError> {
+    if let (Err(a), Err(b)) = (&primary, &secondary) {
+        // The same fault in both copies: report it once, keeping its type.
+        if a.to_string() == b.to_string() {
+            return Err(primary.unwrap_err());
+        }
+    }
     let mut problems = Vec::new();
     let seq = |c: &Result<HeaderCopy, LuksError>| c.as_ref().map(|c| c.bin.seqid).ok();
     let max_seqid = seq(&primary).max(seq(&secondary)).unwrap_or(0);
@@ -429,4 +435,21 @@ fn choose(primary: Result<HeaderCopy, LuksError>, secondary: Result<HeaderCopy, 
         max_seqid,
         problems,
     })
+}
+
+/// Parser entry point for fuzzing (cargo-fuzz target `luks_header` and the smoke test):
+/// treats `data` as a device image and runs everything that reads untrusted bytes.
+#[doc(hidden)]
+pub fn exercise_parser(data: &[u8]) {
+    let dev = io::MemDevice::new(data.to_vec());
+    if let Ok(vol) = Volume::load_io(&dev) {
+        let _ = vol.crypt_segment();
+        let _ = vol.check_activatable();
+        let _ = dump::describe(&vol);
+        let _ = dump::text(&vol);
+        let _ = backup::header_area_len(&vol);
+        if let Header::Luks2(st) = &vol.header {
+            let _ = st.meta.to_area();
+        }
+    }
 }

@@ -1,0 +1,200 @@
+//! `offdisk agent`: the desktop side of docking, started with the session (systemd user
+//! unit or XDG autostart). It listens for dock sessions on its private socket (see
+//! [`super::agent_link`] for who may connect), turns their events into notifications, and
+//! answers passphrase requests through a pinentry dialog after the user chose "Unlock".
+//! It also reminds about disks not refreshed for a while.
+//!
+//! `offdisk agent --console` is the same for a terminal without a desktop: it answers
+//! offdisk's requests in systemd's ask-password directory (it must run as root there,
+//! like systemd's own tty agent, because only root's answers are believed).
+
+use super::agent_link::{AgentListener, DockConn, Event, TrustedPeer};
+use super::ask_password;
+use super::notify::{self, Choice, Level};
+use super::pinentry::{self, PinRequest};
+use super::{state, HotplugError};
+use crate::secret::{Passphrase, SecretBytes};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What the agent shows and asks through; the real one is [`Desktop`].
+pub trait Desk {
+    /// Shows a notification, replacing `replaces`; returns its id when the server gave one.
+    fn notify(&mut self, summary: &str, body: &str, level: Level, replaces: Option<u32>) -> Option<u32>;
+    fn ask_unlock(&mut self, summary: &str, body: &str) -> Choice;
+    fn get_pin(&mut self, req: &PinRequest) -> Result<Option<Passphrase>, HotplugError>;
+}
+
+/// Notifications over D-Bus and a pinentry program.
+pub struct Desktop {
+    pub pinentry: Option<PathBuf>,
+}
+
+impl Desk for Desktop {
+    fn notify(&mut self, summary: &str, body: &str, level: Level, replaces: Option<u32>) -> Option<u32> {
+        match notify::show(summary, body, level, replaces) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                eprintln!("offdisk agent: {e}");
+                None
+            }
+        }
+    }
+    fn ask_unlock(&mut self, summary: &str, body: &str) -> Choice {
+        notify::ask_unlock(summary, body).unwrap_or_else(|e| {
+            // No notification server: go straight to the dialog rather than leave dock waiting.
+            eprintln!("offdisk agent: {e}");
+            Choice::Unlock
+        })
+    }
+    fn get_pin(&mut self, req: &PinRequest) -> Result<Option<Passphrase>, HotplugError> {
+        let prog = self.pinentry.clone().or_else(pinentry::find_program).ok_or_else(|| HotplugError::Pinentry("no pinentry program found".into()))?;
+        pinentry::get_pin(&prog, req)
+    }
+}
+
+/// Handles one dock session until dock hangs up.
+pub fn handle_session(conn: &mut DockConn, desk: &mut dyn Desk) -> std::io::Result<()> {
+    let mut progress_id = None;
+    while let Some(ev) = conn.next_event()? {
+        match ev {
+            Event::Started { disk, device } => {
+                desk.notify(&format!("Backup disk {disk} docked"), &format!("{device}\nStarting the backup."), Level::Normal, None);
+            }
+            Event::Ask { disk, device, attempt, max, error, .. } => {
+                // The first ask waits for the user's "Unlock"; after a wrong passphrase the
+                // user is already at it, so the dialog comes back at once with the error.
+                if attempt == 1 {
+                    match desk.ask_unlock(&format!("Unlock backup disk {disk}?"), &format!("{device}\noffdisk will back up onto it and close it.")) {
+                        Choice::Unlock => {}
+                        Choice::Later => {
+                            conn.reply(None)?;
+                            continue;
+                        }
+                        // Left for another agent (tty, plymouth) or dock's timeout.
+                        Choice::Dismissed => continue,
+                    }
+                }
+                let req = PinRequest {
+                    title: "offdisk".into(),
+                    description: format!("Enter the passphrase of backup disk \"{disk}\"\n{device}\n(attempt {attempt} of {max})"),
+                    prompt: "Passphrase:".into(),
+                    error,
+                };
+                match desk.get_pin(&req) {
+                    Ok(answer) => conn.reply(answer.as_ref())?,
+                    Err(e) => {
+                        eprintln!("offdisk agent: {e}");
+                        conn.reply(None)?;
+                    }
+                }
+            }
+            Event::AskDone { .. } => {}
+            Event::Progress { disk, text } => {
+                progress_id = desk.notify(&format!("Backing up {disk}"), &text, Level::Low, progress_id).or(progress_id);
+            }
+            Event::Done { disk, summary } => {
+                desk.notify(&format!("Backup of {disk} done"), &summary, Level::Normal, progress_id.take());
+            }
+            Event::Failed { disk, reason } => {
+                desk.notify(&format!("Backup of {disk} failed"), &reason, Level::Critical, progress_id.take());
+            }
+            Event::SafeToUnplug { disk } => {
+                desk.notify(&format!("{disk} is safe to unplug"), "The backup disk is closed.", Level::Normal, None);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reminds about every disk not refreshed for `days` days.
+pub fn remind_stale(desk: &mut dyn Desk, state_path: &Path, days: u64) -> usize {
+    let stale = state::stale(&state::load(state_path), days, state::now());
+    for (label, age) in &stale {
+        desk.notify(
+            &format!("Backup disk {label} not refreshed for {age} days"),
+            "Dock it to bring the off-site copy up to date.",
+            Level::Normal,
+            None,
+        );
+    }
+    stale.len()
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub runtime_dir: PathBuf,
+    pub trusted: TrustedPeer,
+    pub pinentry: Option<PathBuf>,
+    pub state: PathBuf,
+    pub stale_days: u64,
+    /// Exit after the first dock session (tests).
+    pub once: bool,
+}
+
+/// Runs the desktop agent until killed (or after one session with `once`).
+pub fn run(opts: &AgentOptions) -> Result<(), HotplugError> {
+    let listener = AgentListener::bind(&opts.runtime_dir)?;
+    eprintln!("offdisk agent: listening on {}", listener.path().display());
+    if opts.stale_days > 0 {
+        let (state_path, days, pin) = (opts.state.clone(), opts.stale_days, opts.pinentry.clone());
+        std::thread::spawn(move || loop {
+            remind_stale(&mut Desktop { pinentry: pin.clone() }, &state_path, days);
+            std::thread::sleep(Duration::from_secs(12 * 3600));
+        });
+    }
+    loop {
+        let mut conn = listener.accept(&opts.trusted).map_err(|e| HotplugError::io("accepting a dock connection", e))?;
+        let pin = opts.pinentry.clone();
+        let worker = std::thread::spawn(move || {
+            if let Err(e) = handle_session(&mut conn, &mut Desktop { pinentry: pin }) {
+                eprintln!("offdisk agent: dock session: {e}");
+            }
+        });
+        if opts.once {
+            let _ = worker.join();
+            return Ok(());
+        }
+    }
+}
+
+/// `--console`: answers offdisk's requests in `ask_dir` from the terminal (or, when stdin
+/// is not a terminal, one line of stdin per request, for scripts). `once`: stop after one answer.
+pub fn run_console(ask_dir: &Path, require_root: bool, once: bool) -> Result<(), HotplugError> {
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|e| HotplugError::io("/proc/self/exe", e))?;
+    let mut answered: HashSet<PathBuf> = HashSet::new();
+    loop {
+        let asks = ask_password::scan(ask_dir);
+        answered.retain(|p| asks.iter().any(|a| &a.path == p));
+        for a in asks {
+            if answered.contains(&a.path) || !a.is_from_offdisk(&exe, require_root) {
+                continue;
+            }
+            answered.insert(a.path.clone());
+            let answer = read_console_passphrase(&format!("{} ", a.message.trim_end()))?;
+            a.reply(answer.as_ref()).map_err(|e| HotplugError::io(format!("answering {}", a.socket.display()), e))?;
+            if once {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn read_console_passphrase(prompt: &str) -> Result<Option<Passphrase>, HotplugError> {
+    use std::io::IsTerminal;
+    let text = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("{prompt}: ")).map_err(|e| HotplugError::io("reading the passphrase", e))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| HotplugError::io("reading the passphrase", e))?;
+        line
+    };
+    let mut bytes = text.into_bytes();
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    let secret = SecretBytes::from_vec(bytes);
+    Ok((!secret.is_empty()).then(|| Passphrase::new(secret)))
+}

@@ -1,0 +1,319 @@
+//! `offdisk dock`: the whole job for one docked disk, as one decision and one sequence.
+//!
+//! 1. Probe the LUKS header. Not registered → nothing is touched (the common case: any
+//!    LUKS disk plugged in reaches here).
+//! 2. Take the per-disk lock; already held → another dock is running, step aside.
+//! 3. Get the passphrase (key file, or agents: up to `max_tries` asks) and unlock.
+//! 4. Open and mount (nosuid,nodev,noexec), then check the identity record *before*
+//!    writing anything: a cloned header with other contents stops here.
+//! 5. Back up with the disk's policy, quick-verify, unmount, close; report each step.
+//!
+//! The kernel, LUKS and backup work sits behind [`Backend`], the people behind [`Ui`],
+//! so the sequence (and its cleanup on every failure path) is tested without root.
+
+use super::agent_link::{AgentLinks, Event};
+use super::ask_password::{self, Pending, Reply, Request};
+use super::device::DeviceInfo;
+use super::identity::{self, HostKey};
+use super::registry::{self, Registration, UnlockMethod};
+use super::{lock, state, HotplugError};
+use crate::secret::Passphrase;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What the header says, before any unlock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub luks_uuid: String,
+    pub label: Option<String>,
+}
+
+/// The steps that touch the disk. Implemented by [`super::system::SystemBackend`] for real
+/// and by fakes in tests.
+pub trait Backend {
+    fn probe(&mut self, dev: &Path) -> Result<Probe, HotplugError>;
+    /// `Ok(false)`: no keyslot opens with this passphrase.
+    fn unlock(&mut self, dev: &Path, pass: &Passphrase) -> Result<bool, HotplugError>;
+    /// Activates the mapping for the unlocked key and mounts it nosuid,nodev,noexec on `at`.
+    fn open_and_mount(&mut self, reg: &Registration, at: &Path) -> Result<(), HotplugError>;
+    /// Runs the backup with the disk's policy; returns a one-line summary.
+    fn backup(&mut self, reg: &Registration, mount: &Path, progress: &mut dyn FnMut(&str)) -> Result<String, HotplugError>;
+    /// Quick verify of what was just written; returns a one-line summary.
+    fn verify(&mut self, reg: &Registration, mount: &Path) -> Result<String, HotplugError>;
+    fn unmount(&mut self, at: &Path) -> Result<(), HotplugError>;
+    /// Removes the mapping (and forgets the key).
+    fn close(&mut self) -> Result<(), HotplugError>;
+}
+
+/// One passphrase request as the UI sees it.
+#[derive(Debug, Clone)]
+pub struct AskSpec {
+    pub id: String,
+    pub disk: String,
+    pub device: String,
+    pub attempt: u32,
+    pub max: u32,
+    pub error: Option<String>,
+}
+
+/// Telling and asking people.
+pub trait Ui {
+    fn event(&mut self, ev: Event);
+    /// `Ok(None)`: cancelled or nobody answered in time.
+    fn ask(&mut self, spec: &AskSpec) -> Result<Option<Passphrase>, HotplugError>;
+}
+
+/// Paths and limits; [`DockOptions::system`] has the installed defaults.
+#[derive(Debug, Clone)]
+pub struct DockOptions {
+    pub config: PathBuf,
+    pub host_key: PathBuf,
+    pub run_dir: PathBuf,
+    pub state: PathBuf,
+    pub max_tries: u32,
+}
+
+impl DockOptions {
+    pub fn system() -> DockOptions {
+        DockOptions {
+            config: PathBuf::from(registry::CONFIG_PATH),
+            host_key: PathBuf::from(identity::HOST_KEY_PATH),
+            run_dir: PathBuf::from(lock::RUN_DIR),
+            state: PathBuf::from(state::STATE_PATH),
+            max_tries: 3,
+        }
+    }
+    pub fn mount_point(&self, luks_uuid: &str) -> PathBuf {
+        let safe: String = luks_uuid.chars().filter(|c| c.is_ascii_hexdigit() || *c == '-').collect();
+        self.run_dir.join("mnt").join(safe)
+    }
+}
+
+/// How a dock ended without error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not a registered disk: left alone.
+    Ignored { luks_uuid: String },
+    /// Another dock of this disk holds the lock.
+    AlreadyRunning { disk: String },
+    /// Backed up, verified, closed.
+    Done { disk: String, summary: String },
+}
+
+/// Runs the dock of `dev`. Errors after step 2 have already been reported to the UI.
+pub fn dock(dev: &DeviceInfo, opts: &DockOptions, backend: &mut dyn Backend, ui: &mut dyn Ui) -> Result<Outcome, HotplugError> {
+    let probe = backend.probe(&dev.path)?;
+    let regs = registry::load(&opts.config)?;
+    let Some(reg) = registry::find(&regs, &probe.luks_uuid) else {
+        return Ok(Outcome::Ignored { luks_uuid: probe.luks_uuid });
+    };
+    let disk = reg.name().to_string();
+    let Some(_lock) = lock::try_lock(&opts.run_dir, &reg.luks_uuid)? else {
+        return Ok(Outcome::AlreadyRunning { disk });
+    };
+    ui.event(Event::Started { disk: disk.clone(), device: dev.describe() });
+    let mut run = Run { dev, opts, reg, backend, ui, opened: false, mounted: None };
+    let result = run.steps();
+    let clean = run.cleanup();
+    let (ok, text) = match &result {
+        Ok(summary) => (true, summary.clone()),
+        Err(e) => (false, e.to_string()),
+    };
+    let _ = state::record(&opts.state, &reg.luks_uuid, &disk, ok && clean.is_ok(), &text);
+    match (&result, &clean) {
+        (Ok(summary), Ok(())) => run.ui.event(Event::Done { disk: disk.clone(), summary: summary.clone() }),
+        (Err(e), _) => run.ui.event(Event::Failed { disk: disk.clone(), reason: e.to_string() }),
+        (Ok(_), Err(e)) => run.ui.event(Event::Failed { disk: disk.clone(), reason: format!("backup done, but {e}") }),
+    }
+    match clean {
+        Ok(()) => run.ui.event(Event::SafeToUnplug { disk: disk.clone() }),
+        Err(e) => {
+            return Err(result.err().unwrap_or(e));
+        }
+    }
+    result.map(|summary| Outcome::Done { disk, summary })
+}
+
+struct Run<'a> {
+    dev: &'a DeviceInfo,
+    opts: &'a DockOptions,
+    reg: &'a Registration,
+    backend: &'a mut dyn Backend,
+    ui: &'a mut dyn Ui,
+    opened: bool,
+    mounted: Option<PathBuf>,
+}
+
+impl Run<'_> {
+    fn steps(&mut self) -> Result<String, HotplugError> {
+        let disk = self.reg.name().to_string();
+        // Checked before asking anyone anything: without them the dock cannot prove the disk.
+        let key = HostKey::load(&self.opts.host_key)
+            .map_err(|e| HotplugError::io(format!("host key {}", self.opts.host_key.display()), e))?;
+        let disk_id = self.reg.identity.clone().ok_or_else(|| HotplugError::IdentityMismatch {
+            disk: disk.clone(),
+            why: "the registration has no identity (registered by an older offdisk?)".into(),
+        })?;
+        self.unlock(&disk)?;
+        // The config's mount point, so `offdisk backup --disk` finds the disk there while docked.
+        let at = self.reg.mount_point.clone().unwrap_or_else(|| self.opts.mount_point(&self.reg.luks_uuid));
+        std::fs::create_dir_all(&at).map_err(|e| HotplugError::io(format!("creating {}", at.display()), e))?;
+        self.opened = true;
+        self.backend.open_and_mount(self.reg, &at)?;
+        self.mounted = Some(at.clone());
+        identity::check(&at, &key, &self.reg.luks_uuid, &disk_id)
+            .map_err(|why| HotplugError::IdentityMismatch { disk: disk.clone(), why })?;
+        let ui = &mut *self.ui;
+        let mut progress = |text: &str| ui.event(Event::Progress { disk: disk.clone(), text: text.to_string() });
+        let summary = self.backend.backup(self.reg, &at, &mut progress)?;
+        self.ui.event(Event::Progress { disk: disk.clone(), text: "verifying".into() });
+        let verified = self.backend.verify(self.reg, &at)?;
+        Ok(format!("{summary}; {verified}"))
+    }
+
+    fn unlock(&mut self, disk: &str) -> Result<(), HotplugError> {
+        if self.reg.unlock == UnlockMethod::KeyFile {
+            let path = self.reg.key_file.as_deref().ok_or_else(|| HotplugError::Config {
+                path: self.opts.config.clone(),
+                why: format!("disk {disk} uses unlock = \"key-file\" but has no key_file"),
+            })?;
+            let pass = crate::cli::prompt::read_passphrase(crate::cli::prompt::KeySource::File(path))
+                .map_err(|e| HotplugError::io(format!("key file {}", path.display()), e))?;
+            return match self.backend.unlock(&self.dev.path, &pass)? {
+                true => Ok(()),
+                false => Err(HotplugError::WrongPassphrase { disk: disk.into(), tries: 1 }),
+            };
+        }
+        let mut error = None;
+        for attempt in 1..=self.opts.max_tries {
+            let spec = AskSpec {
+                id: format!("{}{}", ask_password::ID_PREFIX, self.reg.luks_uuid),
+                disk: disk.to_string(),
+                device: self.dev.describe(),
+                attempt,
+                max: self.opts.max_tries,
+                error: error.take(),
+            };
+            let Some(pass) = self.ui.ask(&spec)? else {
+                return Err(HotplugError::NoPassphrase(disk.into()));
+            };
+            if self.backend.unlock(&self.dev.path, &pass)? {
+                return Ok(());
+            }
+            let left = self.opts.max_tries - attempt;
+            error = Some(format!("Wrong passphrase; {left} {} left", if left == 1 { "try" } else { "tries" }));
+        }
+        Err(HotplugError::WrongPassphrase { disk: disk.into(), tries: self.opts.max_tries })
+    }
+
+    /// Unmounts and closes whatever was opened. The disk is safe to unplug only if both worked.
+    fn cleanup(&mut self) -> Result<(), HotplugError> {
+        if let Some(at) = self.mounted.take() {
+            self.backend.unmount(&at)?;
+            let _ = std::fs::remove_dir(&at);
+        }
+        if std::mem::take(&mut self.opened) {
+            self.backend.close()?;
+        }
+        Ok(())
+    }
+}
+
+/// The real UI of a dock: events go to the journal (stderr) and to every desktop agent;
+/// passphrases are asked through systemd's ask-password directory and the agents at once,
+/// and the first answer wins.
+pub struct AgentUi {
+    pub ask_dir: PathBuf,
+    pub links: AgentLinks,
+    pub timeout: Duration,
+    pub verbose: bool,
+}
+
+impl AgentUi {
+    pub fn system(verbose: bool) -> AgentUi {
+        AgentUi {
+            ask_dir: PathBuf::from(ask_password::SYSTEM_DIR),
+            links: AgentLinks::connect_all(Path::new("/run/user")),
+            timeout: Duration::from_secs(300),
+            verbose,
+        }
+    }
+}
+
+/// One journal line per event; never a secret (events carry none).
+pub fn describe_event(ev: &Event) -> String {
+    match ev {
+        Event::Started { disk, device } => format!("{disk}: docked ({device}), starting"),
+        Event::Ask { disk, attempt, max, .. } => format!("{disk}: asking for the passphrase ({attempt}/{max})"),
+        Event::AskDone { .. } => "passphrase request closed".into(),
+        Event::Progress { disk, text } => format!("{disk}: {text}"),
+        Event::Done { disk, summary } => format!("{disk}: done: {summary}"),
+        Event::Failed { disk, reason } => format!("{disk}: failed: {reason}"),
+        Event::SafeToUnplug { disk } => format!("{disk}: closed, safe to unplug"),
+    }
+}
+
+impl Ui for AgentUi {
+    fn event(&mut self, ev: Event) {
+        if self.verbose || !matches!(ev, Event::Progress { .. }) {
+            eprintln!("offdisk dock: {}", describe_event(&ev));
+        }
+        self.links.send(&ev);
+    }
+
+    fn ask(&mut self, spec: &AskSpec) -> Result<Option<Passphrase>, HotplugError> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut message = format!("Passphrase for backup disk {} ({})", spec.disk, spec.device);
+        if let Some(e) = &spec.error {
+            message = format!("{e}. {message}");
+        }
+        let pending = Pending::post(&self.ask_dir, &Request { id: spec.id.clone(), message, icon: Some("drive-harddisk".into()), timeout: self.timeout })?;
+        eprintln!("offdisk dock: {}", describe_event(&Event::Ask { id: spec.id.clone(), disk: spec.disk.clone(), device: String::new(), attempt: spec.attempt, max: spec.max, error: None }));
+        self.links.send(&Event::Ask {
+            id: spec.id.clone(),
+            disk: spec.disk.clone(),
+            device: spec.device.clone(),
+            attempt: spec.attempt,
+            max: spec.max,
+            error: spec.error.clone(),
+        });
+        let answer = loop {
+            if let Some(r) = pending.try_recv()? {
+                break Some(r);
+            }
+            if pending.expired() {
+                break None;
+            }
+            let (ready, n_links) = {
+                let mut fds = vec![PollFd::new(pending.fd(), PollFlags::POLLIN)];
+                fds.extend(self.links.fds().into_iter().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+                let _ = poll(&mut fds, PollTimeout::from(500u16));
+                let ready: Vec<usize> = fds[1..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(i, _)| i)
+                    .collect();
+                (ready, fds.len() - 1)
+            };
+            let _ = n_links;
+            // Highest index first, so dropping a dead link does not shift the others.
+            let mut got = None;
+            for i in ready.into_iter().rev() {
+                if let Some(r) = self.links.read_reply(i) {
+                    got = Some(r);
+                    break;
+                }
+            }
+            if got.is_some() {
+                break got;
+            }
+        };
+        drop(pending);
+        self.links.send(&Event::AskDone { id: spec.id.clone() });
+        Ok(match answer {
+            Some(Reply::Passphrase(p)) if !p.is_empty() => Some(p),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,86 @@
+//! Registration: a LUKS disk becomes a known backup disk. The config gets a `[[disk]]`
+//! entry (by LUKS UUID) with its sources, policy and unlock method, and the disk gets this
+//! host's identity record, so a later dock can tell it from a copy of its header.
+
+use super::dock::{Backend, DockOptions};
+use super::identity::{self, HostKey};
+use super::registry::{self, Registration, UnlockMethod};
+use super::HotplugError;
+use crate::secret::Passphrase;
+use std::path::{Path, PathBuf};
+
+/// What the user asked to register.
+#[derive(Debug, Clone, Default)]
+pub struct RegisterSpec {
+    pub label: Option<String>,
+    pub sources: Vec<PathBuf>,
+    pub excludes: Vec<String>,
+    /// `Some`: unattended unlock with this key file kept on the host.
+    pub key_file: Option<PathBuf>,
+    /// Where to mount the disk while open (default: the config's default, /run/offdisk/UUID).
+    pub mount_point: Option<PathBuf>,
+    pub replace: bool,
+}
+
+impl RegisterSpec {
+    fn registration(&self, luks_uuid: &str, header_label: Option<&str>, disk_id: &str) -> Registration {
+        Registration {
+            luks_uuid: luks_uuid.to_ascii_lowercase(),
+            label: self.label.clone().or_else(|| header_label.map(str::to_string)),
+            sources: self.sources.clone(),
+            excludes: self.excludes.clone(),
+            unlock: if self.key_file.is_some() { UnlockMethod::KeyFile } else { UnlockMethod::Passphrase },
+            key_file: self.key_file.clone(),
+            identity: Some(disk_id.to_string()),
+            mount_point: self.mount_point.clone(),
+        }
+    }
+}
+
+/// For `offdisk init`, which has the new filesystem mounted at `mount`: writes the identity
+/// record and adds the registration.
+pub fn register_mounted(config: &Path, host_key: &Path, luks_uuid: &str, header_label: Option<&str>, mount: &Path, spec: &RegisterSpec) -> Result<Registration, HotplugError> {
+    check_not_registered(config, luks_uuid, spec)?;
+    let key = HostKey::load_or_create(host_key).map_err(|e| HotplugError::io(format!("host key {}", host_key.display()), e))?;
+    let disk_id = identity::new_disk_id();
+    identity::write_record(mount, &key, luks_uuid, &disk_id).map_err(|e| HotplugError::io(format!("writing the identity record under {}", mount.display()), e))?;
+    let reg = spec.registration(luks_uuid, header_label, &disk_id);
+    registry::add(config, &reg, spec.replace)?;
+    Ok(reg)
+}
+
+fn check_not_registered(config: &Path, luks_uuid: &str, spec: &RegisterSpec) -> Result<(), HotplugError> {
+    let regs = registry::load(config)?;
+    match registry::find(&regs, luks_uuid) {
+        Some(r) if !spec.replace => Err(HotplugError::AlreadyRegistered(r.name().to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// `offdisk register DEVICE`: unlock with `pass`, mount, write the identity record,
+/// unmount, close, then add the registration (only once the record is on the disk).
+pub fn register_device(dev: &Path, pass: &Passphrase, opts: &DockOptions, spec: &RegisterSpec, backend: &mut dyn Backend) -> Result<Registration, HotplugError> {
+    let probe = backend.probe(dev)?;
+    check_not_registered(&opts.config, &probe.luks_uuid, spec)?;
+    let key = HostKey::load_or_create(&opts.host_key).map_err(|e| HotplugError::io(format!("host key {}", opts.host_key.display()), e))?;
+    let name = spec.label.clone().or(probe.label.clone()).unwrap_or(probe.luks_uuid.clone());
+    if !backend.unlock(dev, pass)? {
+        return Err(HotplugError::WrongPassphrase { disk: name, tries: 1 });
+    }
+    let disk_id = identity::new_disk_id();
+    let reg = spec.registration(&probe.luks_uuid, probe.label.as_deref(), &disk_id);
+    let at = reg.mount_point.clone().unwrap_or_else(|| opts.mount_point(&probe.luks_uuid));
+    std::fs::create_dir_all(&at).map_err(|e| HotplugError::io(format!("creating {}", at.display()), e))?;
+    let written = backend.open_and_mount(&reg, &at).and_then(|()| {
+        let r = identity::write_record(&at, &key, &probe.luks_uuid, &disk_id)
+            .map_err(|e| HotplugError::io("writing the identity record", e));
+        let u = backend.unmount(&at);
+        r.and(u)
+    });
+    let closed = backend.close();
+    let _ = std::fs::remove_dir(&at);
+    written?;
+    closed?;
+    registry::add(&opts.config, &reg, spec.replace)?;
+    Ok(reg)
+}

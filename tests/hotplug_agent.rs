@@ -1,0 +1,175 @@
+//! Asking through both channels at once, and the desktop agent's handling of a dock
+//! session (with a scripted desk standing in for the notification server and pinentry).
+
+use offdisk::hotplug::agent::{handle_session, remind_stale, Desk};
+use offdisk::hotplug::agent_link::{AgentLinks, DockConn, Event};
+use offdisk::hotplug::ask_password::{self, scan};
+use offdisk::hotplug::dock::{AgentUi, AskSpec, Ui};
+use offdisk::hotplug::notify::{Choice, Level};
+use offdisk::hotplug::pinentry::PinRequest;
+use offdisk::hotplug::{state, HotplugError};
+use offdisk::secret::Passphrase;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+fn spec(attempt: u32) -> AskSpec {
+    AskSpec { id: format!("{}abcd", ask_password::ID_PREFIX), disk: "offsite-A".into(), device: "Ext Disk (serial S1)".into(), attempt, max: 3, error: None }
+}
+
+#[test]
+fn systemd_agent_answer_reaches_dock_and_request_is_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ui = AgentUi { ask_dir: dir.path().to_path_buf(), links: AgentLinks::default(), timeout: Duration::from_secs(20), verbose: false };
+    let d = dir.path().to_path_buf();
+    let agent = std::thread::spawn(move || loop {
+        if let Some(a) = scan(&d).pop() {
+            assert!(a.message.contains("offsite-A") && a.message.contains("S1"), "{}", a.message);
+            a.reply(Some(&Passphrase::from_slice(b"from tty agent"))).unwrap();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    });
+    let got = ui.ask(&spec(1)).unwrap().unwrap();
+    assert_eq!(got.expose(), b"from tty agent");
+    agent.join().unwrap();
+    assert!(scan(dir.path()).is_empty(), "request withdrawn once answered");
+}
+
+#[test]
+fn desktop_agent_answer_reaches_dock_and_others_are_told_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dock_end, agent_end) = UnixStream::pair().unwrap();
+    let mut links = AgentLinks::default();
+    // The pair's peer is this process, same uid: what connect_one would have accepted.
+    links.push(AgentLinks::connect_one_stream(dock_end, nix::unistd::geteuid().as_raw()));
+    let mut ui = AgentUi { ask_dir: dir.path().to_path_buf(), links, timeout: Duration::from_secs(20), verbose: false };
+    let agent = std::thread::spawn(move || {
+        let mut c = DockConn::from_stream(agent_end);
+        let ev = c.next_event().unwrap().unwrap();
+        let Event::Ask { attempt, error, device, .. } = ev else { panic!("{ev:?}") };
+        assert_eq!((attempt, error.as_deref(), device.as_str()), (2, Some("Wrong passphrase; 2 tries left"), "Ext Disk (serial S1)"));
+        c.reply(Some(&Passphrase::from_slice(b"from desktop"))).unwrap();
+        let done = c.next_event().unwrap().unwrap();
+        assert!(matches!(done, Event::AskDone { .. }));
+    });
+    let mut s = spec(2);
+    s.error = Some("Wrong passphrase; 2 tries left".into());
+    assert_eq!(ui.ask(&s).unwrap().unwrap().expose(), b"from desktop");
+    agent.join().unwrap();
+    assert!(scan(dir.path()).is_empty());
+}
+
+#[test]
+fn unanswered_request_times_out_as_no_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ui = AgentUi { ask_dir: dir.path().to_path_buf(), links: AgentLinks::default(), timeout: Duration::from_millis(300), verbose: false };
+    assert!(ui.ask(&spec(1)).unwrap().is_none());
+    assert!(scan(dir.path()).is_empty());
+}
+
+/// Records notifications; answers the Unlock question and pinentry from scripts.
+#[derive(Default)]
+struct ScriptedDesk {
+    shown: Vec<(String, String, Level)>,
+    choices: Vec<Choice>,
+    pins: Vec<Option<&'static [u8]>>,
+    pin_requests: Vec<PinRequest>,
+    unlock_questions: usize,
+}
+
+impl Desk for ScriptedDesk {
+    fn notify(&mut self, summary: &str, body: &str, level: Level, _replaces: Option<u32>) -> Option<u32> {
+        self.shown.push((summary.into(), body.into(), level));
+        Some(self.shown.len() as u32)
+    }
+    fn ask_unlock(&mut self, summary: &str, body: &str) -> Choice {
+        self.unlock_questions += 1;
+        self.shown.push((summary.into(), body.into(), Level::Critical));
+        self.choices.remove(0)
+    }
+    fn get_pin(&mut self, req: &PinRequest) -> Result<Option<Passphrase>, HotplugError> {
+        self.pin_requests.push(req.clone());
+        Ok(self.pins.remove(0).map(Passphrase::from_slice))
+    }
+}
+
+fn send(s: &mut UnixStream, ev: &Event) {
+    use std::io::Write;
+    let mut l = serde_json::to_string(ev).unwrap();
+    l.push('\n');
+    s.write_all(l.as_bytes()).unwrap();
+}
+
+fn read_reply(s: &mut UnixStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        out.push(b[0]);
+    }
+    out
+}
+
+#[test]
+fn agent_turns_a_dock_session_into_notifications_and_answers() {
+    let (mut dock, agent_end) = UnixStream::pair().unwrap();
+    let worker = std::thread::spawn(move || {
+        let mut desk = ScriptedDesk { choices: vec![Choice::Unlock], pins: vec![Some(b"wrong"), Some(b"right")], ..Default::default() };
+        handle_session(&mut DockConn::from_stream(agent_end), &mut desk).unwrap();
+        desk
+    });
+    let ask = |attempt, error: Option<&str>| Event::Ask { id: "offdisk-dock:u".into(), disk: "offsite-A".into(), device: "Ext Disk (serial S1)".into(), attempt, max: 3, error: error.map(str::to_string) };
+    send(&mut dock, &Event::Started { disk: "offsite-A".into(), device: "Ext Disk (serial S1)".into() });
+    send(&mut dock, &ask(1, None));
+    assert_eq!(read_reply(&mut dock), b"+wrong");
+    send(&mut dock, &ask(2, Some("Wrong passphrase; 2 tries left")));
+    assert_eq!(read_reply(&mut dock), b"+right");
+    send(&mut dock, &Event::AskDone { id: "offdisk-dock:u".into() });
+    send(&mut dock, &Event::Progress { disk: "offsite-A".into(), text: "copying".into() });
+    send(&mut dock, &Event::Done { disk: "offsite-A".into(), summary: "generation 2".into() });
+    send(&mut dock, &Event::SafeToUnplug { disk: "offsite-A".into() });
+    drop(dock);
+    let desk = worker.join().unwrap();
+    assert_eq!(desk.unlock_questions, 1, "the second try goes straight to the dialog");
+    assert_eq!(desk.pin_requests.len(), 2);
+    assert!(desk.pin_requests[0].description.contains("offsite-A") && desk.pin_requests[0].description.contains("S1"));
+    assert_eq!(desk.pin_requests[1].error.as_deref(), Some("Wrong passphrase; 2 tries left"));
+    let summaries: Vec<&str> = desk.shown.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(
+        summaries,
+        ["Backup disk offsite-A docked", "Unlock backup disk offsite-A?", "Backing up offsite-A", "Backup of offsite-A done", "offsite-A is safe to unplug"]
+    );
+    assert_eq!(desk.shown[3].1, "generation 2");
+}
+
+#[test]
+fn not_now_cancels_and_failure_is_critical() {
+    let (mut dock, agent_end) = UnixStream::pair().unwrap();
+    let worker = std::thread::spawn(move || {
+        let mut desk = ScriptedDesk { choices: vec![Choice::Later], ..Default::default() };
+        handle_session(&mut DockConn::from_stream(agent_end), &mut desk).unwrap();
+        desk
+    });
+    send(&mut dock, &Event::Ask { id: "i".into(), disk: "B".into(), device: "d".into(), attempt: 1, max: 3, error: None });
+    assert_eq!(read_reply(&mut dock), b"-");
+    send(&mut dock, &Event::Failed { disk: "B".into(), reason: "no passphrase given for disk B".into() });
+    drop(dock);
+    let desk = worker.join().unwrap();
+    assert!(desk.pin_requests.is_empty());
+    let last = desk.shown.last().unwrap();
+    assert_eq!((last.0.as_str(), last.1.as_str(), last.2), ("Backup of B failed", "no passphrase given for disk B", Level::Critical));
+}
+
+#[test]
+fn stale_disks_are_reminded() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("state.json");
+    let mut st = state::State::new();
+    let old = state::now() - 12 * 86_400;
+    st.insert("u1".into(), state::DiskState { label: "offsite-A".into(), last_success: Some(old), last_attempt: Some(old), last_result: None });
+    st.insert("u2".into(), state::DiskState { label: "offsite-B".into(), last_success: Some(state::now()), last_attempt: None, last_result: None });
+    std::fs::write(&p, serde_json::to_string(&st).unwrap()).unwrap();
+    let mut desk = ScriptedDesk::default();
+    assert_eq!(remind_stale(&mut desk, &p, 7), 1);
+    assert_eq!(desk.shown[0].0, "Backup disk offsite-A not refreshed for 12 days");
+}

@@ -1,0 +1,287 @@
+//! The dock sequence with a fake disk: which steps run, in which order, what people are
+//! told, and that everything opened is closed again on every path.
+
+use offdisk::hotplug::agent_link::Event;
+use offdisk::hotplug::device::DeviceInfo;
+use offdisk::hotplug::dock::{dock, AskSpec, Backend, DockOptions, Outcome, Probe, Ui};
+use offdisk::hotplug::identity::{self, HostKey};
+use offdisk::hotplug::register::{register_device, RegisterSpec};
+use offdisk::hotplug::registry::{self, Registration};
+use offdisk::hotplug::{state, HotplugError};
+use offdisk::secret::Passphrase;
+use std::path::{Path, PathBuf};
+
+const UUID: &str = "5d2f3c4a-1b2c-4d5e-8f90-a1b2c3d4e5f6";
+const PASS: &[u8] = b"right horse";
+
+/// A disk whose "filesystem" is a directory copied into the mount point at mount and back
+/// at unmount, so identity records written through the mount persist like on a real disk.
+struct FakeDisk {
+    uuid: String,
+    contents: PathBuf,
+    calls: Vec<String>,
+    fail_backup: bool,
+}
+
+impl FakeDisk {
+    fn new(dir: &Path, uuid: &str) -> FakeDisk {
+        let contents = dir.join(format!("disk-{uuid}"));
+        std::fs::create_dir_all(&contents).unwrap();
+        FakeDisk { uuid: uuid.into(), contents, calls: Vec::new(), fail_backup: false }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).unwrap();
+        }
+    }
+}
+
+impl Backend for FakeDisk {
+    fn probe(&mut self, _dev: &Path) -> Result<Probe, HotplugError> {
+        self.calls.push("probe".into());
+        Ok(Probe { luks_uuid: self.uuid.clone(), label: Some("hdr-label".into()) })
+    }
+    fn unlock(&mut self, _dev: &Path, pass: &Passphrase) -> Result<bool, HotplugError> {
+        let ok = pass.expose() == PASS;
+        self.calls.push(format!("unlock:{ok}"));
+        Ok(ok)
+    }
+    fn open_and_mount(&mut self, _reg: &Registration, at: &Path) -> Result<(), HotplugError> {
+        self.calls.push("mount".into());
+        copy_tree(&self.contents, at);
+        Ok(())
+    }
+    fn backup(&mut self, _reg: &Registration, mount: &Path, progress: &mut dyn FnMut(&str)) -> Result<String, HotplugError> {
+        self.calls.push("backup".into());
+        if self.fail_backup {
+            return Err(HotplugError::Step { step: "backup", why: "disk full".into(), code: 1 });
+        }
+        progress("copying 1 file");
+        std::fs::write(mount.join("generation-1"), b"data").unwrap();
+        Ok("generation 1: 1 file".into())
+    }
+    fn verify(&mut self, _reg: &Registration, _mount: &Path) -> Result<String, HotplugError> {
+        self.calls.push("verify".into());
+        Ok("verified".into())
+    }
+    fn unmount(&mut self, at: &Path) -> Result<(), HotplugError> {
+        self.calls.push("unmount".into());
+        std::fs::remove_dir_all(&self.contents).unwrap();
+        copy_tree(at, &self.contents);
+        std::fs::remove_dir_all(at).unwrap();
+        std::fs::create_dir(at).unwrap();
+        Ok(())
+    }
+    fn close(&mut self) -> Result<(), HotplugError> {
+        self.calls.push("close".into());
+        Ok(())
+    }
+}
+
+/// Answers asks from a list (None = cancel) and records events.
+#[derive(Default)]
+struct ScriptedUi {
+    answers: Vec<Option<&'static [u8]>>,
+    asks: Vec<AskSpec>,
+    events: Vec<Event>,
+}
+
+impl Ui for ScriptedUi {
+    fn event(&mut self, ev: Event) {
+        self.events.push(ev);
+    }
+    fn ask(&mut self, spec: &AskSpec) -> Result<Option<Passphrase>, HotplugError> {
+        self.asks.push(spec.clone());
+        let a = if self.answers.is_empty() { None } else { self.answers.remove(0) };
+        Ok(a.map(Passphrase::from_slice))
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    opts: DockOptions,
+    dev: DeviceInfo,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DockOptions {
+        config: dir.path().join("config.toml"),
+        host_key: dir.path().join("host.key"),
+        run_dir: dir.path().join("run"),
+        state: dir.path().join("state.json"),
+        max_tries: 3,
+    };
+    let dev = DeviceInfo { kernel_name: "sdx1".into(), path: "/dev/sdx1".into(), model: Some("Ext Disk".into()), serial: Some("S123".into()), size_bytes: None };
+    Env { dir, opts, dev }
+}
+
+fn spec_at(e: &Env) -> RegisterSpec {
+    RegisterSpec { label: Some("offsite-A".into()), sources: vec!["/home".into()], mount_point: Some(e.dir.path().join("mnt")), ..Default::default() }
+}
+
+fn registered(e: &Env) -> FakeDisk {
+    let mut disk = FakeDisk::new(e.dir.path(), UUID);
+    register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &spec_at(e), &mut disk).unwrap();
+    assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "unmount", "close"]);
+    disk.calls.clear();
+    disk
+}
+
+#[test]
+fn registration_writes_config_and_identity_record() {
+    let e = env();
+    let disk = registered(&e);
+    let regs = registry::load(&e.opts.config).unwrap();
+    let reg = registry::find(&regs, UUID).unwrap();
+    assert_eq!(reg.label.as_deref(), Some("offsite-A"));
+    let key = HostKey::load(&e.opts.host_key).unwrap();
+    let id = reg.identity.clone().unwrap();
+    assert_eq!(identity::check(&disk.contents, &key, UUID, &id), Ok(()));
+    // A second registration of the same disk needs --force.
+    let mut again = FakeDisk::new(e.dir.path(), UUID);
+    let r = register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &spec_at(&e), &mut again);
+    assert!(matches!(r, Err(HotplugError::AlreadyRegistered(_))));
+    assert_eq!(again.calls, ["probe"], "nothing unlocked for a refused registration");
+}
+
+#[test]
+fn registered_disk_is_backed_up_verified_and_closed() {
+    let e = env();
+    let mut disk = registered(&e);
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    let out = dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap();
+    assert_eq!(out, Outcome::Done { disk: "offsite-A".into(), summary: "generation 1: 1 file; verified".into() });
+    assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "backup", "verify", "unmount", "close"]);
+    assert!(disk.contents.join("generation-1").exists(), "the backup reached the disk");
+    assert_eq!(ui.asks.len(), 1);
+    assert_eq!(ui.asks[0].device, "Ext Disk (serial S123)");
+    assert!(ui.asks[0].id.ends_with(UUID));
+    assert!(matches!(ui.events.first(), Some(Event::Started { .. })));
+    assert!(ui.events.iter().any(|e| matches!(e, Event::Progress { text, .. } if text == "copying 1 file")));
+    let n = ui.events.len();
+    assert!(matches!(&ui.events[n - 2], Event::Done { .. }));
+    assert_eq!(ui.events[n - 1], Event::SafeToUnplug { disk: "offsite-A".into() });
+    let st = state::load(&e.opts.state);
+    assert!(st[UUID].last_success.is_some());
+    assert!(!e.dir.path().join("mnt").exists(), "the registered mount point was used and removed after");
+}
+
+#[test]
+fn unregistered_disk_is_not_touched() {
+    let e = env();
+    let _known = registered(&e);
+    let mut stranger = FakeDisk::new(e.dir.path(), "99999999-1b2c-4d5e-8f90-a1b2c3d4e5f6");
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    let out = dock(&e.dev, &e.opts, &mut stranger, &mut ui).unwrap();
+    assert!(matches!(out, Outcome::Ignored { .. }));
+    assert_eq!(stranger.calls, ["probe"]);
+    assert!(ui.asks.is_empty() && ui.events.is_empty(), "nobody is asked or told");
+}
+
+#[test]
+fn wrong_passphrase_is_asked_again_then_abandoned() {
+    let e = env();
+    let mut disk = registered(&e);
+    let mut ui = ScriptedUi { answers: vec![Some(b"nope"), Some(b"nope2"), Some(b"nope3"), Some(PASS)], ..Default::default() };
+    let err = dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap_err();
+    assert!(matches!(err, HotplugError::WrongPassphrase { tries: 3, .. }));
+    assert_eq!(disk.calls, ["probe", "unlock:false", "unlock:false", "unlock:false"], "never opened, so nothing to close");
+    assert_eq!(ui.asks.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(ui.asks[0].error, None);
+    assert_eq!(ui.asks[1].error.as_deref(), Some("Wrong passphrase; 2 tries left"));
+    assert_eq!(ui.asks[2].error.as_deref(), Some("Wrong passphrase; 1 try left"));
+    assert!(ui.events.iter().any(|e| matches!(e, Event::Failed { reason, .. } if reason.contains("wrong passphrase"))));
+    assert!(matches!(ui.events.last(), Some(Event::SafeToUnplug { .. })));
+    assert!(state::load(&e.opts.state)[UUID].last_success.is_none());
+}
+
+#[test]
+fn right_passphrase_on_second_try_proceeds() {
+    let e = env();
+    let mut disk = registered(&e);
+    let mut ui = ScriptedUi { answers: vec![Some(b"typo"), Some(PASS)], ..Default::default() };
+    assert!(matches!(dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap(), Outcome::Done { .. }));
+    assert_eq!(ui.asks.len(), 2);
+}
+
+#[test]
+fn cancelled_request_abandons_cleanly() {
+    let e = env();
+    let mut disk = registered(&e);
+    let mut ui = ScriptedUi { answers: vec![None], ..Default::default() };
+    assert!(matches!(dock(&e.dev, &e.opts, &mut disk, &mut ui), Err(HotplugError::NoPassphrase(_))));
+    assert_eq!(disk.calls, ["probe"]);
+}
+
+#[test]
+fn disk_with_cloned_header_fails_identity_and_is_closed_untouched() {
+    let e = env();
+    let _real = registered(&e);
+    // Same LUKS UUID (a copied header), other contents: no identity record.
+    let mut clone = FakeDisk::new(&e.dir.path().join("clone"), UUID);
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    let err = dock(&e.dev, &e.opts, &mut clone, &mut ui).unwrap_err();
+    assert!(matches!(err, HotplugError::IdentityMismatch { .. }), "{err}");
+    assert_eq!(clone.calls, ["probe", "unlock:true", "mount", "unmount", "close"], "no backup onto it");
+    assert!(!clone.contents.join("generation-1").exists());
+    // A forged record (written with another host's key) fails as well.
+    let mut forged = FakeDisk::new(&e.dir.path().join("forged"), UUID);
+    let regs = registry::load(&e.opts.config).unwrap();
+    let id = regs[0].identity.clone().unwrap();
+    identity::write_record(&forged.contents, &HostKey::from_bytes(&[9; 32]), UUID, &id).unwrap();
+    // Put it where this host's record would be.
+    let mine = identity::record_path(&forged.contents, &HostKey::load(&e.opts.host_key).unwrap());
+    let theirs = identity::record_path(&forged.contents, &HostKey::from_bytes(&[9; 32]));
+    std::fs::rename(theirs, mine).unwrap();
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    assert!(matches!(dock(&e.dev, &e.opts, &mut forged, &mut ui), Err(HotplugError::IdentityMismatch { .. })));
+    assert!(!forged.calls.contains(&"backup".to_string()));
+}
+
+#[test]
+fn failed_backup_still_closes_and_reports_reason() {
+    let e = env();
+    let mut disk = registered(&e);
+    disk.fail_backup = true;
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    assert!(dock(&e.dev, &e.opts, &mut disk, &mut ui).is_err());
+    assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "backup", "unmount", "close"]);
+    assert!(ui.events.iter().any(|e| matches!(e, Event::Failed { reason, .. } if reason.contains("disk full"))));
+    assert!(matches!(ui.events.last(), Some(Event::SafeToUnplug { .. })));
+}
+
+#[test]
+fn second_dock_while_one_runs_is_not_a_second_run() {
+    let e = env();
+    let mut disk = registered(&e);
+    let _held = offdisk::hotplug::lock::try_lock(&e.opts.run_dir, UUID).unwrap().unwrap();
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    assert_eq!(dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap(), Outcome::AlreadyRunning { disk: "offsite-A".into() });
+    assert_eq!(disk.calls, ["probe"]);
+    assert!(ui.asks.is_empty());
+}
+
+#[test]
+fn key_file_disk_is_unlocked_without_asking() {
+    let e = env();
+    let key = e.dir.path().join("disk.key");
+    std::fs::write(&key, PASS).unwrap();
+    let mut disk = FakeDisk::new(e.dir.path(), UUID);
+    let s = RegisterSpec { key_file: Some(key.clone()), ..spec_at(&e) };
+    register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &s, &mut disk).unwrap();
+    let mut ui = ScriptedUi::default();
+    assert!(matches!(dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap(), Outcome::Done { .. }));
+    assert!(ui.asks.is_empty());
+    std::fs::write(&key, b"changed").unwrap();
+    let mut ui = ScriptedUi::default();
+    assert!(matches!(dock(&e.dev, &e.opts, &mut disk, &mut ui), Err(HotplugError::WrongPassphrase { .. })));
+    assert!(ui.asks.is_empty(), "a key-file disk never falls back to asking");
+}
