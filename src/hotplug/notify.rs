@@ -9,9 +9,18 @@ use notify_rust::{Hint, Notification, Timeout, Urgency};
 const APP: &str = "offdisk";
 const ICON: &str = "drive-harddisk";
 
-/// Escapes the body markup some servers understand.
+/// Escapes the body markup some servers understand; keeps line breaks, drops other controls.
 pub fn plain(s: &str) -> String {
-    super::ask_password::one_line(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    let s: String = s.chars().map(|c| if c.is_control() && c != '\n' { ' ' } else { c }).collect();
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bodies_are_plain_text() {
+        assert_eq!(super::plain("a <b>&\x1b[31m\nnext"), "a &lt;b&gt;&amp; [31m\nnext");
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
