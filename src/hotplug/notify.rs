@@ -62,8 +62,9 @@ pub enum Choice {
 }
 
 /// Shows "Unlock backup disk …?" with an Unlock action (also the default action, so a
-/// click on the bubble works too) and waits for the user.
-pub fn ask_unlock(summary: &str, body: &str) -> Result<Choice, HotplugError> {
+/// click on the bubble works too) and a "Not now" action. Returns at once with the
+/// notification's id; `done` is called from another thread with what the user did.
+pub fn ask_unlock(summary: &str, body: &str, done: Box<dyn FnOnce(Choice) + Send>) -> Result<u32, HotplugError> {
     let h = Notification::new()
         .appname(APP)
         .summary(&super::ask_password::one_line(summary))
@@ -77,13 +78,18 @@ pub fn ask_unlock(summary: &str, body: &str) -> Result<Choice, HotplugError> {
         .timeout(Timeout::Never)
         .show()
         .map_err(|e| HotplugError::Notify(e.to_string()))?;
-    let mut choice = Choice::Dismissed;
-    h.wait_for_action(|action| {
-        choice = match action {
-            "default" | "unlock" => Choice::Unlock,
-            "later" => Choice::Later,
-            _ => Choice::Dismissed,
-        };
+    let id = h.id();
+    std::thread::spawn(move || {
+        let mut choice = Choice::Dismissed;
+        h.wait_for_action(|action| {
+            choice = match action {
+                "default" | "unlock" => Choice::Unlock,
+                "later" => Choice::Later,
+                _ => Choice::Dismissed,
+            };
+        });
+        done(choice);
     });
-    Ok(choice)
+    Ok(id)
 }
+
