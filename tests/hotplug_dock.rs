@@ -123,13 +123,13 @@ fn env() -> Env {
     Env { dir, opts, dev }
 }
 
-fn spec() -> RegisterSpec {
-    RegisterSpec { label: Some("offsite-A".into()), sources: vec!["/home".into()], ..Default::default() }
+fn spec_at(e: &Env) -> RegisterSpec {
+    RegisterSpec { label: Some("offsite-A".into()), sources: vec!["/home".into()], mount_point: Some(e.dir.path().join("mnt")), ..Default::default() }
 }
 
 fn registered(e: &Env) -> FakeDisk {
     let mut disk = FakeDisk::new(e.dir.path(), UUID);
-    register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &spec(), &mut disk).unwrap();
+    register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &spec_at(e), &mut disk).unwrap();
     assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "unmount", "close"]);
     disk.calls.clear();
     disk
@@ -147,7 +147,7 @@ fn registration_writes_config_and_identity_record() {
     assert_eq!(identity::check(&disk.contents, &key, UUID, &id), Ok(()));
     // A second registration of the same disk needs --force.
     let mut again = FakeDisk::new(e.dir.path(), UUID);
-    let r = register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &spec(), &mut again);
+    let r = register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &spec_at(&e), &mut again);
     assert!(matches!(r, Err(HotplugError::AlreadyRegistered(_))));
     assert_eq!(again.calls, ["probe"], "nothing unlocked for a refused registration");
 }
@@ -171,6 +171,7 @@ fn registered_disk_is_backed_up_verified_and_closed() {
     assert_eq!(ui.events[n - 1], Event::SafeToUnplug { disk: "offsite-A".into() });
     let st = state::load(&e.opts.state);
     assert!(st[UUID].last_success.is_some());
+    assert!(!e.dir.path().join("mnt").exists(), "the registered mount point was used and removed after");
 }
 
 #[test]
@@ -274,7 +275,7 @@ fn key_file_disk_is_unlocked_without_asking() {
     let key = e.dir.path().join("disk.key");
     std::fs::write(&key, PASS).unwrap();
     let mut disk = FakeDisk::new(e.dir.path(), UUID);
-    let s = RegisterSpec { key_file: Some(key.clone()), ..spec() };
+    let s = RegisterSpec { key_file: Some(key.clone()), ..spec_at(&e) };
     register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &s, &mut disk).unwrap();
     let mut ui = ScriptedUi::default();
     assert!(matches!(dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap(), Outcome::Done { .. }));

@@ -305,7 +305,9 @@ fn make_generation(
         let mut bar = progress::Progress::new(opts.progress, expected.as_ref().map(|i| (i.files, i.bytes)));
         let walker = walk::Walker::new(sources.to_vec(), walk_opts.clone());
         let popts = engine::PipelineOptions { dst_root: tree.clone(), threads: opts.threads, mode: engine::Mode::Backup };
+        let flusher = Flusher::start(&opts.root);
         let stats = engine::run(walker, previous, &popts, &mut |r| w.write(r), &mut |s| bar.update(s));
+        flusher.stop();
         bar.finish();
         let stats = match stats {
             Ok(s) => s,
@@ -374,6 +376,44 @@ fn make_generation(
             // The partial generation is useless now; removing it frees the space it took.
             let _ = prune::remove_tree(&partial);
             Err(e)
+        }
+    }
+}
+
+/// Starts writeback while the copy is still running: without it the kernel holds every
+/// dirty page until the final sync, which then does all the I/O at once, after the CPU
+/// work instead of beside it. A background thread syncs the target filesystem twice a second.
+struct Flusher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(root: &Path) -> Flusher {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = File::open(root).ok().map(|fd| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                use std::sync::atomic::Ordering;
+                'outer: loop {
+                    for _ in 0..5 {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        if stop.load(Ordering::Relaxed) {
+                            break 'outer;
+                        }
+                    }
+                    // Errors show up again in the final, checked sync.
+                    let _ = rustix::fs::syncfs(&fd);
+                }
+            })
+        });
+        Flusher { stop, thread }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

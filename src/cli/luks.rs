@@ -324,6 +324,9 @@ fn run_dump(a: DumpArgs) -> CliResult {
             v["volume_key_slot"] = serde_json::json!(u.keyslot);
         }
         text = serde_json::to_string_pretty(&v).map_err(|e| Failure::usage(e.to_string()))? + "\n";
+        if let Some(serde_json::Value::String(hex)) = v.get_mut("volume_key") {
+            zeroize::Zeroize::zeroize(hex);
+        }
     } else {
         text.push_str(&dump::text(&vol));
         if let Some(u) = &key {

@@ -35,7 +35,7 @@ pub enum DiskError {
     InUse { device: PathBuf, holders: Vec<String> },
     #[error("{device} is not blank: it holds {}", .found.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "))]
     NotBlank { device: PathBuf, found: Vec<probe::Signature> },
-    #[error("files on {what} are still in use by {}", .holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("{what} is still in use by {}", describe_holders(.holders))]
     Busy { what: String, holders: Vec<busy::Holder> },
     #[error("no open disk matches '{0}'")]
     NotOpen(String),
@@ -53,6 +53,14 @@ pub enum DiskError {
     Dm(#[from] DmError),
     #[error(transparent)]
     Luks(#[from] LuksError),
+}
+
+fn describe_holders(holders: &[busy::Holder]) -> String {
+    if holders.is_empty() {
+        // Held inside the kernel: another mapping, a mount in another namespace, swap, ...
+        return "the kernel (see `lsblk` and `dmsetup ls --tree`)".into();
+    }
+    holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn io_at(path: &Path) -> impl Fn(io::Error) -> DiskError + '_ {
@@ -619,14 +627,16 @@ pub fn power_off(disk: &str) -> Result<(), DiskError> {
     // `remove` attribute and an idVendor file.
     let usb_dev = real.ancestors().find(|a| a.join("idVendor").exists() && a.join("remove").exists()).map(Path::to_path_buf);
     let delete = sys.join("device/delete");
-    if delete.exists() {
+    let deleted = delete.exists();
+    if deleted {
+        // The SCSI layer syncs the cache and stops the disk before it removes it.
         std::fs::write(&delete, "1").map_err(|e| DiskError::PowerOff(disk.into(), format!("{}: {e}", delete.display())))?;
     }
     if let Some(u) = usb_dev {
         std::fs::write(u.join("remove"), "1").map_err(|e| DiskError::PowerOff(disk.into(), e.to_string()))?;
         return Ok(());
     }
-    if delete.exists() {
+    if deleted {
         return Ok(());
     }
     Err(DiskError::PowerOff(disk.into(), "this kind of disk cannot be powered off by software".into()))

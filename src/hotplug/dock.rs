@@ -155,7 +155,8 @@ impl Run<'_> {
             why: "the registration has no identity (registered by an older offdisk?)".into(),
         })?;
         self.unlock(&disk)?;
-        let at = self.opts.mount_point(&self.reg.luks_uuid);
+        // The config's mount point, so `offdisk backup --disk` finds the disk there while docked.
+        let at = self.reg.mount_point.clone().unwrap_or_else(|| self.opts.mount_point(&self.reg.luks_uuid));
         std::fs::create_dir_all(&at).map_err(|e| HotplugError::io(format!("creating {}", at.display()), e))?;
         self.opened = true;
         self.backend.open_and_mount(self.reg, &at)?;

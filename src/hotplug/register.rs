@@ -17,6 +17,8 @@ pub struct RegisterSpec {
     pub excludes: Vec<String>,
     /// `Some`: unattended unlock with this key file kept on the host.
     pub key_file: Option<PathBuf>,
+    /// Where to mount the disk while open (default: the config's default, /run/offdisk/UUID).
+    pub mount_point: Option<PathBuf>,
     pub replace: bool,
 }
 
@@ -30,6 +32,7 @@ impl RegisterSpec {
             unlock: if self.key_file.is_some() { UnlockMethod::KeyFile } else { UnlockMethod::Passphrase },
             key_file: self.key_file.clone(),
             identity: Some(disk_id.to_string()),
+            mount_point: self.mount_point.clone(),
         }
     }
 }
@@ -66,7 +69,7 @@ pub fn register_device(dev: &Path, pass: &Passphrase, opts: &DockOptions, spec: 
     }
     let disk_id = identity::new_disk_id();
     let reg = spec.registration(&probe.luks_uuid, probe.label.as_deref(), &disk_id);
-    let at = opts.mount_point(&probe.luks_uuid);
+    let at = reg.mount_point.clone().unwrap_or_else(|| opts.mount_point(&probe.luks_uuid));
     std::fs::create_dir_all(&at).map_err(|e| HotplugError::io(format!("creating {}", at.display()), e))?;
     let written = backend.open_and_mount(&reg, &at).and_then(|()| {
         let r = identity::write_record(&at, &key, &probe.luks_uuid, &disk_id)

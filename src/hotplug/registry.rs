@@ -42,6 +42,9 @@ pub struct Registration {
     pub key_file: Option<PathBuf>,
     /// Random disk id bound into the identity record on the disk (see [`super::identity`]).
     pub identity: Option<String>,
+    /// Where the disk is mounted while open (the config's `mount_point`, defaulted by
+    /// [`crate::config::DiskConfig::mount_point`] when not set).
+    pub mount_point: Option<PathBuf>,
 }
 
 impl Registration {
@@ -65,6 +68,9 @@ impl Registration {
         }
         if let Some(i) = &self.identity {
             t.insert("identity".into(), i.clone().into());
+        }
+        if let Some(m) = &self.mount_point {
+            t.insert("mount_point".into(), m.to_string_lossy().into_owned().into());
         }
         t
     }
@@ -103,6 +109,7 @@ pub fn load(path: &Path) -> Result<Vec<Registration>, HotplugError> {
             },
             key_file: d.key_file.clone(),
             identity: d.identity.as_ref().and_then(|v| v.as_str()).map(str::to_string),
+            mount_point: Some(d.mount_point()),
         })
         .collect())
 }
@@ -172,6 +179,7 @@ mod tests {
             unlock: UnlockMethod::Passphrase,
             key_file: None,
             identity: Some("d1".into()),
+            mount_point: None,
         }
     }
 
@@ -184,7 +192,9 @@ mod tests {
         let regs = load(&p).unwrap();
         assert_eq!(regs.len(), 2);
         assert_eq!(find(&regs, "0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10").unwrap().unlock, UnlockMethod::KeyFile);
-        assert_eq!(find(&regs, "1C5F8A1E-8F0D-4C59-9A43-3F1C1D3B2A11").unwrap(), &reg("1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11"));
+        let found = find(&regs, "1C5F8A1E-8F0D-4C59-9A43-3F1C1D3B2A11").unwrap();
+        assert_eq!(found.mount_point.as_deref(), Some(Path::new("/run/offdisk/1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11")));
+        assert_eq!(Registration { mount_point: None, ..found.clone() }, reg("1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11"));
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("state_dir") && text.contains("keep_daily = 7"), "unknown keys survive:\n{text}");
         use std::os::unix::fs::PermissionsExt;

@@ -12,6 +12,6 @@ set -x
 cp -r /usr/share/doc/cryptsetup* /media/OFFSITE1/backups/ 2>/dev/null || echo hello > /media/OFFSITE1/backups/hello
 "$OFFDISK" status
 "$OFFDISK" close OFFSITE1
-cryptsetup luksDump backup-disk.img 2>/dev/null | head -8 || true
+blkid -p backup-disk.img || true
 set +x
 echo "demo finished"
