@@ -193,7 +193,8 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
             let newest = gens.last().map(|g| g.name.clone());
             let doomed: Vec<_> = doomed.into_iter().filter(|g| Some(&g.name) != newest.as_ref()).collect();
             if doomed.is_empty() {
-                return Err(BackupError::NoSpace { root: opts.root.clone(), detail });
+                let free = free_bytes(&opts.root).map(|b| format!("; {} MiB free", b >> 20)).unwrap_or_default();
+                return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}{free}; the retention policy allows no pruning") });
             }
             let started = Instant::now();
             for g in &doomed {
@@ -204,7 +205,8 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
             gens = generation::list(&opts.root).map_err(io_at(&gen_dir))?;
             match make_generation(opts, &sources, &walk_opts, &gens, time) {
                 Err(Attempt::NoSpace(detail)) => {
-                    return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}; pruned {} by policy first", pruned.len()) })
+                    let free = free_bytes(&opts.root).map(|b| format!("; {} MiB free", b >> 20)).unwrap_or_default();
+                    return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}{free}; pruned {} by policy first", pruned.len()) })
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
                 Ok(m) => m,
