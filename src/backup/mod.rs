@@ -138,16 +138,16 @@ pub fn default_threads() -> usize {
 
 /// Holds the root's lock file for one run.
 pub struct RootLock {
-    _file: File,
+    _lock: nix::fcntl::Flock<File>,
 }
 
 pub fn lock_root(root: &Path) -> Result<RootLock, BackupError> {
     let path = root.join(generation::LOCK_FILE);
     let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_at(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(RootLock { _file: file }),
-        Err(fs::TryLockError::WouldBlock) => Err(BackupError::Busy(root.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => Err(BackupError::Io { path, error: e }),
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(RootLock { _lock: lock }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(BackupError::Busy(root.to_path_buf())),
+        Err((_, e)) => Err(BackupError::Io { path, error: e.into() }),
     }
 }
 

@@ -100,8 +100,11 @@ struct HashJob {
 /// A sorted walk that reads only directories (types from `d_type`, no stat per entry):
 /// a full verify opens every file anyway and learns the rest from `fstat`.
 struct NameWalk {
-    stack: Vec<(PathBuf, PathBuf, Vec<(std::ffi::OsString, std::fs::FileType)>)>,
+    /// (directory on disk, its path in the tree, its remaining entries sorted descending)
+    stack: Vec<(PathBuf, PathBuf, Vec<DirName>)>,
 }
+
+type DirName = (std::ffi::OsString, std::fs::FileType);
 
 struct Named {
     abs: PathBuf,
