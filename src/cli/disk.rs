@@ -102,6 +102,9 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Config file with the registered disks (default: $OFFDISK_CONFIG or /etc/offdisk/config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -211,13 +214,15 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
         }
     };
     let out = lifecycle::init(&target, &a.label, &opts, &pass, &progress)?;
+    // An image is only found by label while attached, so name the image itself.
+    let open_as = if target.image.is_some() { a.device.display().to_string() } else { a.label.clone() };
     println!(
         "{} is ready: LUKS2 {} on {}, ext4 labelled '{}'. Open it with `offdisk open {} --mount`.",
         a.device.display(),
         out.luks_uuid,
         out.partition.display(),
         a.label,
-        a.label
+        open_as
     );
     if verbose {
         eprintln!("volume key went to dm-crypt via {:?}", out.key_delivery);
@@ -323,16 +328,83 @@ fn print_reports(reports: &[lifecycle::DiskReport], all: bool) {
     }
 }
 
+/// A registered disk as `status` shows it: present or not, open or not, how current.
+#[derive(Debug, serde::Serialize)]
+struct KnownDisk {
+    name: String,
+    luks_uuid: String,
+    label: Option<String>,
+    present: Option<PathBuf>,
+    mapping: Option<String>,
+    mount_points: Vec<PathBuf>,
+    last_refreshed: Option<i64>,
+    last_generation: Option<String>,
+    freshness: String,
+}
+
+fn known_disks(config: &crate::config::Config, reports: &[lifecycle::DiskReport]) -> Vec<KnownDisk> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let ledger_dir = config.ledger_dir();
+    config
+        .disks
+        .iter()
+        .map(|d| {
+            let volume = reports.iter().flat_map(|r| r.volumes.iter()).find(|v| v.uuid.eq_ignore_ascii_case(&d.luks_uuid));
+            let ledger = crate::config::Ledger::load_host(&ledger_dir, &d.luks_uuid).ok().flatten();
+            let freshness = match &ledger {
+                Some(l) => l.staleness(now).to_string(),
+                None => crate::config::staleness(None, now).to_string(),
+            };
+            KnownDisk {
+                name: d.name().to_string(),
+                luks_uuid: d.luks_uuid.clone(),
+                label: d.label.clone(),
+                present: volume.map(|v| v.device.clone()),
+                mapping: volume.and_then(|v| v.mapping.clone()),
+                mount_points: volume.map(|v| v.mount_points.clone()).unwrap_or_default(),
+                last_refreshed: ledger.as_ref().and_then(|l| l.last_refreshed),
+                last_generation: ledger.and_then(|l| l.last_generation),
+                freshness,
+            }
+        })
+        .collect()
+}
+
 pub fn run_status(a: StatusArgs, _verbose: bool) -> CliResult {
+    let config = crate::config::Config::load_default(a.config.as_deref())?;
     let reports: Vec<_> = lifecycle::report().into_iter().filter(|r| !r.volumes.is_empty()).collect();
+    let known = known_disks(&config, &reports);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
+        let v = serde_json::json!({ "known": known, "present": reports });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(exit::OK);
+    }
+    if !known.is_empty() {
+        println!("Registered backup disks:");
+        for k in &known {
+            let state = match (&k.present, &k.mapping, k.mount_points.first()) {
+                (None, _, _) => "not present".to_string(),
+                (Some(p), None, _) => format!("present at {}, closed", p.display()),
+                (Some(p), Some(m), None) => format!("present at {}, open as /dev/mapper/{m}", p.display()),
+                (Some(p), Some(m), Some(mp)) => format!("present at {}, open as /dev/mapper/{m}, mounted on {}", p.display(), mp.display()),
+            };
+            let last = k.last_generation.as_deref().map(|g| format!(" (last generation {g})")).unwrap_or_default();
+            println!("  {} {}: {state}; {}{last}", k.name, k.luks_uuid, k.freshness);
+        }
+        println!();
     }
     if reports.is_empty() {
         println!("No LUKS disks present.");
     } else {
+        println!("LUKS disks present:");
         print_reports(&reports, false);
+        for r in &reports {
+            for v in &r.volumes {
+                if !known.iter().any(|k| k.luks_uuid.eq_ignore_ascii_case(&v.uuid)) {
+                    println!("  (not registered: {} — `offdisk register` makes it a backup disk)", v.uuid);
+                }
+            }
+        }
     }
     Ok(exit::OK)
 }

@@ -35,7 +35,7 @@ pub enum DiskError {
     InUse { device: PathBuf, holders: Vec<String> },
     #[error("{device} is not blank: it holds {}", .found.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "))]
     NotBlank { device: PathBuf, found: Vec<probe::Signature> },
-    #[error("files on {what} are still in use by {}", .holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("{what} is still in use by {}", describe_holders(.holders))]
     Busy { what: String, holders: Vec<busy::Holder> },
     #[error("no open disk matches '{0}'")]
     NotOpen(String),
@@ -53,6 +53,14 @@ pub enum DiskError {
     Dm(#[from] DmError),
     #[error(transparent)]
     Luks(#[from] LuksError),
+}
+
+fn describe_holders(holders: &[busy::Holder]) -> String {
+    if holders.is_empty() {
+        // Held inside the kernel: another mapping, a mount in another namespace, swap, ...
+        return "the kernel (see `lsblk` and `dmsetup ls --tree`)".into();
+    }
+    holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn io_at(path: &Path) -> impl Fn(io::Error) -> DiskError + '_ {
@@ -274,6 +282,14 @@ pub fn check_init(disk: &sysfs::BlockDevice, force: bool) -> Result<InitCheck, D
         }
         if swap_active(&m.path) {
             return Err(DiskError::InUse { device: m.path.clone(), holders: vec!["swap".into()] });
+        }
+        // An exclusive open fails while anything else has claimed the device (a mount in another
+        // namespace, a RAID or LVM member, a program that opened it with O_EXCL).
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Err(e) = OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(&m.path) {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                return Err(DiskError::InUse { device: m.path.clone(), holders: vec!["another program or the kernel (exclusive open refused)".into()] });
+            }
         }
     }
     let mut found = Vec::new();
@@ -619,14 +635,16 @@ pub fn power_off(disk: &str) -> Result<(), DiskError> {
     // `remove` attribute and an idVendor file.
     let usb_dev = real.ancestors().find(|a| a.join("idVendor").exists() && a.join("remove").exists()).map(Path::to_path_buf);
     let delete = sys.join("device/delete");
-    if delete.exists() {
+    let deleted = delete.exists();
+    if deleted {
+        // The SCSI layer syncs the cache and stops the disk before it removes it.
         std::fs::write(&delete, "1").map_err(|e| DiskError::PowerOff(disk.into(), format!("{}: {e}", delete.display())))?;
     }
     if let Some(u) = usb_dev {
         std::fs::write(u.join("remove"), "1").map_err(|e| DiskError::PowerOff(disk.into(), e.to_string()))?;
         return Ok(());
     }
-    if delete.exists() {
+    if deleted {
         return Ok(());
     }
     Err(DiskError::PowerOff(disk.into(), "this kind of disk cannot be powered off by software".into()))

@@ -1,6 +1,9 @@
 # Runs inside the VM as root: prepares the kernel, then each test script, then the summary.
 set -u
-modprobe -a loop dm_mod dm_crypt 2>/dev/null
+modprobe -a loop dm_mod dm_crypt virtio_scsi sd_mod 2>/dev/null
+udevadm settle
+# The host root is shared read-only; default mount points live under /media.
+mount -t tmpfs -o mode=755 tmpfs /media
 export OFFDISK DM_TOOL VMDIR
 export WORK=/tmp/offdisk-vm
 rm -rf "$WORK"; mkdir -p "$WORK"

@@ -56,3 +56,15 @@ expect_eq image-open-one-mapping "$(mapping_count)" 1
 check image-close-by-path "$OFFDISK" close "$img"
 udevadm settle
 expect_eq image-close-detaches-loop "$(losetup -j "$img")" ""
+
+# No device-mapper in the kernel: a clear error that says which modules to load.
+if modprobe -r dm_crypt dm_mod 2>/dev/null && [ ! -e /sys/module/dm_mod ]; then
+  out=$("$OFFDISK" open --key-file "$PW" "$img" 2>&1); rc=$?
+  expect_eq no-dm-exit-4 "$rc" 4
+  case "$out" in *"device-mapper"*"modprobe"*) ok no-dm-says-what-to-do ;; *) notok no-dm-says-what-to-do "$out" ;; esac
+  udevadm settle
+  expect_eq no-dm-no-loop-left "$(losetup -j "$img")" ""
+  modprobe -a dm_mod dm_crypt
+else
+  notok no-dm-setup "could not unload dm_mod in the VM"
+fi

@@ -15,6 +15,14 @@ if echo "$json" | python3 -c 'import json,sys; json.load(sys.stdin)' 2>/dev/null
 st=$("$OFFDISK" status)
 case "$st" in *"LISTME"*"open as /dev/mapper/luks-$uuid, mounted on /media/LISTME"*) ok status-shows-open-mounted ;; *) notok status-shows-open-mounted "$st" ;; esac
 case "$st" in *"$img"*) ok status-shows-image ;; *) notok status-shows-image "$st" ;; esac
+# A registered disk: status says it is present, open, mounted, and how current its ledger is.
+printf '[[disk]]\nluks_uuid = "%s"\nlabel = "LISTME"\nsources = ["/etc"]\n' "$uuid" > "$WORK/c.toml"
+mkdir -p "$WORK/ledger"
+printf '{"format":1,"luks_uuid":"%s","last_refreshed":%d,"last_generation":"G1"}' "$uuid" $(( $(date +%s) - 7200 )) > "$WORK/ledger/$uuid.json"
+st=$(OFFDISK_LEDGER_DIR="$WORK/ledger" "$OFFDISK" status --config "$WORK/c.toml" 2>&1)
+case "$st" in *"LISTME $uuid: present at ${loop}p1, open as /dev/mapper/luks-$uuid, mounted on /media/LISTME; refreshed 2 h ago (last generation G1)"*) ok status-registered-disk-freshness ;; *) notok status-registered-disk-freshness "$st" ;; esac
+st=$(OFFDISK_LEDGER_DIR="$WORK/ledger" "$OFFDISK" status --config "$WORK/c.toml" --json 2>&1)
+case "$st" in *'"known"'*"\"freshness\": \"refreshed 2 h ago\""*) ok status-json-known ;; *) notok status-json-known "$st" ;; esac
 "$OFFDISK" close LISTME >/dev/null
 st=$("$OFFDISK" status)
 case "$st" in *"LISTME"*": closed"*|*"No LUKS disks present."*) ok status-after-close ;; *) notok status-after-close "$st" ;; esac
