@@ -7,7 +7,12 @@
 # Prints each ratio (offdisk time / reference time; below 1 is faster).
 #
 # Usage: benches/backup-bench.sh [FILES] [WORKDIR]   (defaults: 50000, a temp dir under /var/tmp)
+# ONLY="full incr verify prune memory" picks parts (default all); RUNS=N runs each (default 5).
 # Needs: hyperfine, rsync, b3sum, python3. Builds target/release/offdisk if missing.
+# As root the targets go on their own ext4 filesystem (a loop-mounted image), like a real
+# backup disk, so syncing it does not also flush unrelated dirty data; BENCH_LOOP=0 disables.
+# "+ sync" rows add a sync of the target filesystem to rsync, since offdisk always syncs
+# before it calls a generation complete.
 set -euo pipefail
 FILES=${1:-50000}
 WORK=${2:-$(mktemp -d /var/tmp/offdisk-bench.XXXXXX)}
@@ -19,9 +24,19 @@ for t in hyperfine rsync b3sum python3; do command -v $t >/dev/null || { echo "n
 export OFFDISK_CONFIG=$WORK/empty.toml
 mkdir -p "$WORK"; : > "$OFFDISK_CONFIG"
 SRC=$WORK/src
-echo "# tree: $FILES files in $WORK (runs: $RUNS)"
+TFS=$WORK/targetfs
+mkdir -p "$TFS"
+if [ "$(id -u)" = 0 ] && [ "${BENCH_LOOP:-1}" != 0 ]; then
+  if ! mountpoint -q "$TFS"; then
+    truncate -s 8G "$WORK/targetfs.img"
+    mkfs.ext4 -q -F "$WORK/targetfs.img"
+    mount -o loop "$WORK/targetfs.img" "$TFS"
+  fi
+  trap 'umount "$TFS" 2>/dev/null || true' EXIT
+fi
+echo "# tree: $FILES files in $WORK, targets on $(df --output=source,fstype "$TFS" | tail -1) (runs: $RUNS)"
 
-# Source tree: 100 files a directory, mostly small (0-16 KiB) with a 1 MiB file in every 500.
+# Source tree: 100 files a directory, mostly small (0-4 KiB) with a 1 MiB file in every 1000.
 if [ ! -d "$SRC" ]; then
 python3 - "$SRC" "$FILES" <<'PY'
 import os, random, sys
@@ -31,26 +46,28 @@ for i in range(n):
     d = os.path.join(root, f"d{i // 1000:03d}", f"s{(i // 100) % 10}")
     if i % 100 == 0:
         os.makedirs(d, exist_ok=True)
-    size = (1 << 20) if i % 500 == 0 else rnd.randrange(0, 16384)
+    size = (1 << 20) if i % 1000 == 0 else rnd.randrange(0, 4096)
     with open(os.path.join(d, f"f{i:06d}.dat"), "wb") as f:
         f.write(rnd.randbytes(size))
 PY
 fi
 du -sh "$SRC" | sed 's/^/# source size: /'
 
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 # Fresh target for each timed full run (the preparation is not timed).
-OD=$WORK/od; RS=$WORK/rs
-hyperfine --runs "$RUNS" --export-json "$WORK/full.json" \
-  -n "offdisk full" --prepare "rm -rf $OD; mkdir -p $OD; sync" "$BIN backup --no-progress --target $OD $SRC" \
-  -n "rsync -a full" --prepare "rm -rf $RS; mkdir -p $RS; sync" "rsync -a $SRC/ $RS/" \
-  -n "rsync -a full + sync" --prepare "rm -rf $RS; mkdir -p $RS; sync" "rsync -a $SRC/ $RS/ && sync"
+OD=$TFS/od; RS=$TFS/rs; SYNC="sync -f $TFS"
+want full && hyperfine --runs "$RUNS" --export-json "$WORK/full.json" \
+  -n "offdisk full" --prepare "rm -rf $OD; mkdir -p $OD; $SYNC" "$BIN backup --no-progress --target $OD $SRC" \
+  -n "rsync -a full" --prepare "rm -rf $RS; mkdir -p $RS; $SYNC" "rsync -a $SRC/ $RS/" \
+  -n "rsync -a full + sync" --prepare "rm -rf $RS; mkdir -p $RS; $SYNC" "rsync -a $SRC/ $RS/ && $SYNC"
 
 # Incremental: the base is the state before 1% of files change.
-rm -rf "$OD" "$RS" "$WORK/rs-base" "$WORK/rs-new"
+if want incr || want verify || want prune; then
+rm -rf "$OD" "$RS" "$TFS/rs-base" "$TFS/rs-new"
 mkdir -p "$OD"
 "$BIN" backup --no-progress --target "$OD" "$SRC" >/dev/null
 BASE=$(ls "$OD/generations" | head -1)
-rsync -a "$SRC/" "$WORK/rs-base/"
+rsync -a "$SRC/" "$TFS/rs-base/"
 python3 - "$SRC" "$FILES" <<'PY'
 import os, random, sys
 root, n = sys.argv[1], int(sys.argv[2])
@@ -58,32 +75,47 @@ rnd = random.Random(7)
 for i in rnd.sample(range(n), n // 100):
     p = os.path.join(root, f"d{i // 1000:03d}", f"s{(i // 100) % 10}", f"f{i:06d}.dat")
     with open(p, "wb") as f:
-        f.write(rnd.randbytes(rnd.randrange(0, 16384)))
+        f.write(rnd.randbytes(rnd.randrange(0, 4096)))
 PY
-CLEAN_OD="find $OD/generations -mindepth 1 -maxdepth 1 ! -name $BASE -exec rm -rf {} +; sync"
-hyperfine --runs "$RUNS" --export-json "$WORK/incr.json" \
+fi
+CLEAN_OD="find $OD/generations -mindepth 1 -maxdepth 1 ! -name $BASE -exec rm -rf {} +; $SYNC"
+want incr && hyperfine --runs "$RUNS" --export-json "$WORK/incr.json" \
   -n "offdisk incremental" --prepare "$CLEAN_OD" "$BIN backup --no-progress --target $OD $SRC" \
-  -n "rsync --link-dest" --prepare "rm -rf $WORK/rs-new; sync" "rsync -a --link-dest=$WORK/rs-base/ $SRC/ $WORK/rs-new/" \
-  -n "rsync --link-dest + sync" --prepare "rm -rf $WORK/rs-new; sync" "rsync -a --link-dest=$WORK/rs-base/ $SRC/ $WORK/rs-new/ && sync"
+  -n "rsync --link-dest" --prepare "rm -rf $TFS/rs-new; $SYNC" "rsync -a --link-dest=$TFS/rs-base/ $SRC/ $TFS/rs-new/" \
+  -n "rsync --link-dest + sync" --prepare "rm -rf $TFS/rs-new; $SYNC" "rsync -a --link-dest=$TFS/rs-base/ $SRC/ $TFS/rs-new/ && $SYNC"
 
 # Verify one generation: offdisk verify against b3sum --check of its manifest.
+if want verify || want prune; then
 "$BIN" backup --no-progress --target "$OD" "$SRC" >/dev/null
 GEN=$(ls "$OD/generations" | grep -v "^$BASE\$" | tail -1)
-hyperfine --runs "$RUNS" --warmup 1 --export-json "$WORK/verify.json" \
+fi
+want verify && hyperfine --runs "$RUNS" --warmup 1 --export-json "$WORK/verify.json" \
   -n "offdisk verify" "$BIN verify --target $OD --generation $GEN" \
   -n "b3sum --check" "cd $OD/generations/$GEN && b3sum --check --quiet manifest.b3"
 
 # Prune: delete a hard-linked copy of a generation both ways.
 OLD=2000-01-01T000000Z
-hyperfine --runs "$RUNS" --export-json "$WORK/prune.json" \
-  -n "offdisk prune" --prepare "rm -rf $OD/generations/$OLD; cp -al $OD/generations/$GEN $OD/generations/$OLD; sync" \
+want prune && hyperfine --runs "$RUNS" --export-json "$WORK/prune.json" \
+  -n "offdisk prune" --prepare "rm -rf $OD/generations/$OLD; cp -al $OD/generations/$GEN $OD/generations/$OLD; $SYNC" \
      "$BIN generations --target $OD --delete $OLD" \
-  -n "rm -rf" --prepare "rm -rf $WORK/doomed; cp -al $OD/generations/$GEN $WORK/doomed; sync" "rm -rf $WORK/doomed"
+  -n "rm -rf" --prepare "rm -rf $TFS/doomed; cp -al $OD/generations/$GEN $TFS/doomed; $SYNC" "rm -rf $TFS/doomed"
+
+# Memory stays bounded: peak RSS of a full backup of the whole tree and of a tenth of it.
+if want memory && [ -x /usr/bin/time ]; then
+  for part in "$SRC/d000 $SRC/d001 $SRC/d002 $SRC/d003 $SRC/d004" "$SRC"; do
+    rm -rf "$TFS/mem"; mkdir -p "$TFS/mem"
+    n=$(find $part -type f | wc -l)
+    /usr/bin/time -f "# peak RSS %M KiB: full backup of $n files" "$BIN" backup --no-progress --target "$TFS/mem" $part >/dev/null
+  done
+  rm -rf "$TFS/mem"
+fi
 
 python3 - "$WORK" <<'PY'
 import json, sys, os
 w = sys.argv[1]
 def means(f):
+    if not os.path.exists(os.path.join(w, f)):
+        return None
     return {r["command"]: r["mean"] for r in json.load(open(os.path.join(w, f)))["results"]}
 rows = [("full.json", "offdisk full", ["rsync -a full", "rsync -a full + sync"]),
         ("incr.json", "offdisk incremental", ["rsync --link-dest", "rsync --link-dest + sync"]),
@@ -92,6 +124,8 @@ rows = [("full.json", "offdisk full", ["rsync -a full", "rsync -a full + sync"])
 print("\n# ratios (offdisk / reference; < 1 means offdisk is faster)")
 for f, ours, refs in rows:
     m = means(f)
+    if m is None:
+        continue
     for r in refs:
         print(f"{ours:22s} {m[ours]:8.3f} s  vs {r:26s} {m[r]:8.3f} s  ratio {m[ours] / m[r]:.2f}")
 PY

@@ -71,7 +71,8 @@ fn unanswered_request_times_out_as_no_passphrase() {
 #[derive(Default)]
 struct ScriptedDesk {
     shown: Vec<(String, String, Level)>,
-    choices: Vec<Choice>,
+    choices: Vec<Option<Choice>>,
+    withdrawn: Vec<(Option<u32>, String)>,
     pins: Vec<Option<&'static [u8]>>,
     pin_requests: Vec<PinRequest>,
     unlock_questions: usize,
@@ -82,10 +83,17 @@ impl Desk for ScriptedDesk {
         self.shown.push((summary.into(), body.into(), level));
         Some(self.shown.len() as u32)
     }
-    fn ask_unlock(&mut self, summary: &str, body: &str) -> Choice {
+    fn ask_unlock(&mut self, summary: &str, body: &str, done: Box<dyn FnOnce(Choice) + Send>) -> Option<u32> {
         self.unlock_questions += 1;
         self.shown.push((summary.into(), body.into(), Level::Critical));
-        self.choices.remove(0)
+        // None: the user does nothing (the question stays open).
+        if let Some(c) = self.choices.remove(0) {
+            done(c);
+        }
+        Some(self.shown.len() as u32)
+    }
+    fn withdraw(&mut self, notification: Option<u32>, disk: &str) {
+        self.withdrawn.push((notification, disk.to_string()));
     }
     fn get_pin(&mut self, req: &PinRequest) -> Result<Option<Passphrase>, HotplugError> {
         self.pin_requests.push(req.clone());
@@ -114,7 +122,7 @@ fn read_reply(s: &mut UnixStream) -> Vec<u8> {
 fn agent_turns_a_dock_session_into_notifications_and_answers() {
     let (mut dock, agent_end) = UnixStream::pair().unwrap();
     let worker = std::thread::spawn(move || {
-        let mut desk = ScriptedDesk { choices: vec![Choice::Unlock], pins: vec![Some(b"wrong"), Some(b"right")], ..Default::default() };
+        let mut desk = ScriptedDesk { choices: vec![Some(Choice::Unlock)], pins: vec![Some(b"wrong"), Some(b"right")], ..Default::default() };
         handle_session(&mut DockConn::from_stream(agent_end), &mut desk).unwrap();
         desk
     });
@@ -146,7 +154,7 @@ fn agent_turns_a_dock_session_into_notifications_and_answers() {
 fn not_now_cancels_and_failure_is_critical() {
     let (mut dock, agent_end) = UnixStream::pair().unwrap();
     let worker = std::thread::spawn(move || {
-        let mut desk = ScriptedDesk { choices: vec![Choice::Later], ..Default::default() };
+        let mut desk = ScriptedDesk { choices: vec![Some(Choice::Later)], ..Default::default() };
         handle_session(&mut DockConn::from_stream(agent_end), &mut desk).unwrap();
         desk
     });
@@ -172,4 +180,25 @@ fn stale_disks_are_reminded() {
     let mut desk = ScriptedDesk::default();
     assert_eq!(remind_stale(&mut desk, &p, 7), 1);
     assert_eq!(desk.shown[0].0, "Backup disk offsite-A not refreshed for 12 days");
+}
+
+#[test]
+fn question_answered_elsewhere_is_withdrawn_and_events_keep_flowing() {
+    let (mut dock, agent_end) = UnixStream::pair().unwrap();
+    let worker = std::thread::spawn(move || {
+        // The user never reacts to the "Unlock?" question.
+        let mut desk = ScriptedDesk { choices: vec![None], ..Default::default() };
+        handle_session(&mut DockConn::from_stream(agent_end), &mut desk).unwrap();
+        desk
+    });
+    send(&mut dock, &Event::Ask { id: "offdisk-dock:u".into(), disk: "C".into(), device: "d".into(), attempt: 1, max: 3, error: None });
+    // Answered on the console instead: dock withdraws the request and goes on.
+    send(&mut dock, &Event::AskDone { id: "offdisk-dock:u".into() });
+    send(&mut dock, &Event::Done { disk: "C".into(), summary: "generation 3".into() });
+    send(&mut dock, &Event::SafeToUnplug { disk: "C".into() });
+    drop(dock);
+    let desk = worker.join().unwrap();
+    assert_eq!(desk.withdrawn, vec![(Some(1), "C".to_string())]);
+    assert!(desk.pin_requests.is_empty());
+    assert_eq!(desk.shown.last().unwrap().0, "C is safe to unplug");
 }

@@ -61,5 +61,6 @@ fn mutated_headers_never_panic() {
             img.truncate(rng.below(img.len()));
         }
         offdisk::luks::exercise_parser(&img);
+        offdisk::luks::exercise_parser_resealed(&img);
     }
 }

@@ -177,6 +177,15 @@ fn another_signature_over_the_primary_is_ambiguous_but_a_wiped_primary_recovers(
     let err = load(img).unwrap_err();
     assert!(matches!(err, LuksError::Ambiguous(_)), "{err}");
     assert!(err.to_string().contains("ext2/3/4"), "{err}");
+    // mkfs.ext4 keeps the first KiB, so the LUKS magic survives next to the ext4 superblock.
+    let mut img = fixture();
+    img[0x438..0x43a].copy_from_slice(&[0x53, 0xef]);
+    let err = load(img).unwrap_err();
+    assert!(matches!(err, LuksError::Ambiguous(_)), "{err}");
+    // Other damage to the primary header is recovered from the secondary.
+    let mut img = fixture();
+    img[0x300] = 0x77;
+    assert!(!load(img).unwrap().luks2("t").unwrap().primary_ok);
 }
 
 #[test]

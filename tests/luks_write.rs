@@ -136,3 +136,27 @@ fn the_two_tools_take_turns_on_one_header() {
     let (rc, out) = cryptsetup(&["repair", "-q", s(&img)]);
     assert_eq!(rc, 0, "{out}");
 }
+
+#[test]
+fn keyslot_priorities_are_honoured_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, f) = image(dir.path(), "prio.img", 17 << 20);
+    let kb = key_file(dir.path(), "b", b"bravo");
+    let opts = FormatOptions { pbkdf: fast(PbkdfType::Pbkdf2), ..FormatOptions::default() };
+    let vol = luks::format(&f, &opts, &Passphrase::from_slice(b"alpha")).unwrap();
+    update::add_key(&f, &vol, &Passphrase::from_slice(b"alpha"), &Passphrase::from_slice(b"bravo"), None, &fast(PbkdfType::Pbkdf2)).unwrap();
+    let (rc, out) = cryptsetup(&["config", "--priority", "prefer", "--key-slot", "0", s(&img)]);
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = cryptsetup(&["config", "--priority", "ignore", "--key-slot", "1", s(&img)]);
+    assert_eq!(rc, 0, "{out}");
+    let vol = Volume::load(&f).unwrap();
+    // An "ignore" keyslot opens only when named, as in cryptsetup.
+    assert!(matches!(vol.unlock(&f, &Passphrase::from_slice(b"bravo"), None), Err(luks::LuksError::NoKey)));
+    assert_eq!(cryptsetup(&["open", "--test-passphrase", "--key-file", s(&kb), s(&img)]).0, 2);
+    assert_eq!(vol.unlock(&f, &Passphrase::from_slice(b"bravo"), Some(1)).unwrap().keyslot, 1);
+    update::change_key(&f, &vol, &Passphrase::from_slice(b"alpha"), &Passphrase::from_slice(b"charlie"), None, &fast(PbkdfType::Pbkdf2)).unwrap();
+    let (rc, dump) = cryptsetup(&["luksDump", s(&img)]);
+    assert_eq!(rc, 0);
+    let slot0 = &dump[dump.find("  0: luks2").unwrap()..dump.find("  1: luks2").unwrap()];
+    assert!(slot0.contains("Priority:   preferred"), "{slot0}");
+}

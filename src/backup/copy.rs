@@ -39,7 +39,8 @@ pub fn copy_file(src: &Path, dst: &Path, meta: &Metadata, buf: &mut Vec<u8>) -> 
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        // Created with its final permission bits where the umask allows, saving a chmod.
+        .mode(meta.mode() & 0o777)
         .open(dst)
         .map_err(CopyError::Target)?;
     // From here on the file is ours: on any failure, leave nothing half-copied behind.
@@ -49,7 +50,7 @@ pub fn copy_file(src: &Path, dst: &Path, meta: &Metadata, buf: &mut Vec<u8>) -> 
         let size = if sparse {
             copy_sparse(&mut input, &mut out, &mut hasher, buf)?
         } else {
-            copy_dense(&mut input, &mut out, &mut hasher, buf)?
+            copy_dense(&mut input, &mut out, &mut hasher, buf, meta.len())?
         };
         let skipped_xattrs = apply_fd_metadata(&input, &out, meta)?;
         Ok(Copied { hash: *hasher.finalize().as_bytes(), size, skipped_xattrs })
@@ -70,10 +71,26 @@ fn apply_fd_metadata(input: &File, out: &File, meta: &Metadata) -> Result<usize,
         Err(e) if e.raw_os_error() == Some(libc::EPERM) && !is_root() => {}
         Err(e) => return Err(t(e)),
     }
-    out.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(t)?;
+    // Set-id bits (which chown clears) and bits the umask took need an explicit chmod.
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o7000 != 0 || mode & umask() != 0 {
+        out.set_permissions(fs::Permissions::from_mode(mode)).map_err(t)?;
+    }
     let skipped = copy_xattrs(Node::Fd(input), Node::Fd(out))?;
     rustix::fs::futimens(out, &timestamps(meta)).map_err(|e| t(e.into()))?;
     Ok(skipped)
+}
+
+/// The process umask, read once (from /proc, since reading it any other way changes it).
+/// Unknown means "assume every bit may be masked" so modes are always set explicitly.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok())))
+            .unwrap_or(0o777)
+    })
 }
 
 fn timestamps(meta: &Metadata) -> Timestamps {
@@ -91,11 +108,16 @@ fn open_source(src: &Path) -> io::Result<File> {
     }
 }
 
-fn copy_dense(input: &mut File, out: &mut File, hasher: &mut blake3::Hasher, buf: &mut Vec<u8>) -> Result<u64, CopyError> {
+/// Copies the `len` bytes the walk saw. A file that grew since is copied as it was then
+/// (its newer mtime makes the next run copy it again); one that shrank stops at EOF.
+/// Not copy_file_range: the bytes must pass through memory for the hash anyway, and the
+/// backup disk is another filesystem (no reflinks), so read+write is the one-pass copy.
+fn copy_dense(input: &mut File, out: &mut File, hasher: &mut blake3::Hasher, buf: &mut Vec<u8>, len: u64) -> Result<u64, CopyError> {
     buf.resize(BUF_SIZE, 0);
     let mut total = 0u64;
-    loop {
-        let n = match input.read(buf) {
+    while total < len {
+        let want = (len - total).min(BUF_SIZE as u64) as usize;
+        let n = match input.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

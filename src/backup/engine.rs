@@ -222,9 +222,9 @@ pub fn run(
     let abort = AtomicBool::new(false);
     let written = Mutex::new(0u64);
     let advanced = Condvar::new();
-    let (job_tx, job_rx) = sync_channel::<Job>(256);
+    let (job_tx, job_rx) = sync_channel::<Vec<Job>>(8);
     let job_rx = Arc::new(Mutex::new(job_rx));
-    let (done_tx, done_rx) = channel::<Done>();
+    let (done_tx, done_rx) = channel::<Vec<Done>>();
     let threads = opts.threads.max(1);
 
     std::thread::scope(|scope| {
@@ -257,15 +257,20 @@ fn walk_and_decide(
     walker: Walker,
     mut previous: Option<&mut Previous>,
     opts: &PipelineOptions,
-    jobs: std::sync::mpsc::SyncSender<Job>,
-    done: Sender<Done>,
+    jobs: std::sync::mpsc::SyncSender<Vec<Job>>,
+    done: Sender<Vec<Done>>,
     abort: &AtomicBool,
     written: &Mutex<u64>,
     advanced: &Condvar,
 ) {
     let mut seq = 0u64;
     let mut first_names: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut batch = Batch { jobs: &jobs, pending: Vec::with_capacity(BATCH_JOBS), bytes: 0 };
     for item in walker {
+        if seq >= *written.lock().unwrap() + WINDOW {
+            // The writer may be waiting for exactly these jobs.
+            batch.flush();
+        }
         {
             let mut w = written.lock().unwrap();
             while seq >= *w + WINDOW && !abort.load(Ordering::SeqCst) {
@@ -278,7 +283,7 @@ fn walk_and_decide(
         let entry = match item {
             Ok(e) => e,
             Err(WalkWarning { path, error }) => {
-                let _ = done.send(Done { seq, ino: None, entry: None, outcome: Outcome::Warning(format!("{}: {error}", path.display())) });
+                let _ = done.send(vec![Done { seq, ino: None, entry: None, outcome: Outcome::Warning(format!("{}: {error}", path.display())) }]);
                 seq += 1;
                 continue;
             }
@@ -292,7 +297,8 @@ fn walk_and_decide(
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && (opts.mode == Mode::Restore || entry.rel.as_os_str().is_empty()) => {}
                 Err(e) => {
-                    let _ = done.send(Done { seq, ino: None, entry: None, outcome: Outcome::Fatal(io::Error::new(e.kind(), format!("{}: {e}", dst.display()))) });
+                    batch.flush();
+                    let _ = done.send(vec![Done { seq, ino: None, entry: None, outcome: Outcome::Fatal(io::Error::new(e.kind(), format!("{}: {e}", dst.display()))) }]);
                     return;
                 }
             }
@@ -302,7 +308,7 @@ fn walk_and_decide(
             if meta.nlink() > 1 {
                 if let Some(first) = first_names.get(&key) {
                     let action = Action::LinkEarlier { first: first.clone() };
-                    send_job(&jobs, Job { seq, entry, action });
+                    batch.push(Job { seq, entry, action });
                     seq += 1;
                     continue;
                 }
@@ -322,32 +328,64 @@ fn walk_and_decide(
         };
         if let Action::Dir = action {
             let record = record_for(&entry.rel, meta, Kind::Dir, 0, None, None);
-            let _ = done.send(Done { seq, ino: None, entry: Some(entry), outcome: Outcome::Done { record, new_bytes: 0, linked: false } });
+            let _ = done.send(vec![Done { seq, ino: None, entry: Some(entry), outcome: Outcome::Done { record, new_bytes: 0, linked: false } }]);
         } else {
-            send_job(&jobs, Job { seq, entry, action });
+            batch.push(Job { seq, entry, action });
         }
         seq += 1;
     }
+    batch.flush();
 }
 
-fn send_job(jobs: &std::sync::mpsc::SyncSender<Job>, job: Job) {
-    // A closed channel means the workers are gone because the run is aborting.
-    let _ = jobs.send(job);
+/// Jobs go to the workers in batches: one channel hand-over per file would cost more in
+/// futex calls than linking a small file does.
+const BATCH_JOBS: usize = 64;
+const BATCH_BYTES: u64 = 8 << 20;
+
+struct Batch<'a> {
+    jobs: &'a std::sync::mpsc::SyncSender<Vec<Job>>,
+    pending: Vec<Job>,
+    bytes: u64,
 }
 
-fn worker(rx: Arc<Mutex<Receiver<Job>>>, tx: Sender<Done>, opts: &PipelineOptions, abort: &AtomicBool) {
+impl Batch<'_> {
+    fn push(&mut self, job: Job) {
+        if matches!(job.action, Action::Copy) {
+            self.bytes += job.entry.meta.len();
+        }
+        self.pending.push(job);
+        if self.pending.len() >= BATCH_JOBS || self.bytes >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let jobs = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH_JOBS));
+            self.bytes = 0;
+            // A closed channel means the workers are gone because the run is aborting.
+            let _ = self.jobs.send(jobs);
+        }
+    }
+}
+
+fn worker(rx: Arc<Mutex<Receiver<Vec<Job>>>>, tx: Sender<Vec<Done>>, opts: &PipelineOptions, abort: &AtomicBool) {
     let mut buf = Vec::new();
     loop {
-        let job = match rx.lock().unwrap().recv() {
+        let jobs = match rx.lock().unwrap().recv() {
             Ok(j) => j,
             Err(_) => return,
         };
-        if abort.load(Ordering::SeqCst) {
-            return;
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if abort.load(Ordering::SeqCst) {
+                return;
+            }
+            let ino = Some((job.entry.meta.dev(), job.entry.meta.ino()));
+            let outcome = carry_out(&job, opts, &mut buf);
+            done.push(Done { seq: job.seq, ino, entry: Some(job.entry), outcome });
         }
-        let ino = Some((job.entry.meta.dev(), job.entry.meta.ino()));
-        let outcome = carry_out(&job, opts, &mut buf);
-        if tx.send(Done { seq: job.seq, ino, entry: Some(job.entry), outcome }).is_err() {
+        if tx.send(done).is_err() {
             return;
         }
     }
@@ -425,7 +463,7 @@ fn copy_regular(entry: &WalkEntry, dst: &Path, buf: &mut Vec<u8>) -> Outcome {
 }
 
 fn write_in_order(
-    rx: Receiver<Done>,
+    rx: Receiver<Vec<Done>>,
     opts: &PipelineOptions,
     sink: &mut dyn FnMut(&Record) -> io::Result<()>,
     progress: &mut dyn FnMut(&Stats),
@@ -439,11 +477,13 @@ fn write_in_order(
     // Hash and size of every multiply-linked file written so far, for its later names.
     let mut linked_names: HashMap<PathBuf, ([u8; 32], u64)> = HashMap::new();
     let mut fatal: Option<PipelineError> = None;
-    for done in rx {
+    for batch in rx {
         if fatal.is_some() {
             continue; // drain so senders can finish
         }
-        pending.insert(done.seq, done);
+        for done in batch {
+            pending.insert(done.seq, done);
+        }
         while let Some(done) = pending.remove(&next) {
             next += 1;
             if let Err(e) = handle_done(done, opts, sink, &mut stats, &mut linked_names) {

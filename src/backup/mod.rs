@@ -138,16 +138,16 @@ pub fn default_threads() -> usize {
 
 /// Holds the root's lock file for one run.
 pub struct RootLock {
-    _file: File,
+    _lock: nix::fcntl::Flock<File>,
 }
 
 pub fn lock_root(root: &Path) -> Result<RootLock, BackupError> {
     let path = root.join(generation::LOCK_FILE);
     let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_at(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(RootLock { _file: file }),
-        Err(fs::TryLockError::WouldBlock) => Err(BackupError::Busy(root.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => Err(BackupError::Io { path, error: e }),
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(RootLock { _lock: lock }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(BackupError::Busy(root.to_path_buf())),
+        Err((_, e)) => Err(BackupError::Io { path, error: e.into() }),
     }
 }
 
@@ -193,7 +193,8 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
             let newest = gens.last().map(|g| g.name.clone());
             let doomed: Vec<_> = doomed.into_iter().filter(|g| Some(&g.name) != newest.as_ref()).collect();
             if doomed.is_empty() {
-                return Err(BackupError::NoSpace { root: opts.root.clone(), detail });
+                let free = free_bytes(&opts.root).map(|b| format!("; {} MiB free", b >> 20)).unwrap_or_default();
+                return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}{free}; the retention policy allows no pruning") });
             }
             let started = Instant::now();
             for g in &doomed {
@@ -204,7 +205,8 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
             gens = generation::list(&opts.root).map_err(io_at(&gen_dir))?;
             match make_generation(opts, &sources, &walk_opts, &gens, time) {
                 Err(Attempt::NoSpace(detail)) => {
-                    return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}; pruned {} by policy first", pruned.len()) })
+                    let free = free_bytes(&opts.root).map(|b| format!("; {} MiB free", b >> 20)).unwrap_or_default();
+                    return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}{free}; pruned {} by policy first", pruned.len()) })
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
                 Ok(m) => m,
@@ -305,7 +307,9 @@ fn make_generation(
         let mut bar = progress::Progress::new(opts.progress, expected.as_ref().map(|i| (i.files, i.bytes)));
         let walker = walk::Walker::new(sources.to_vec(), walk_opts.clone());
         let popts = engine::PipelineOptions { dst_root: tree.clone(), threads: opts.threads, mode: engine::Mode::Backup };
+        let flusher = Flusher::start(&opts.root);
         let stats = engine::run(walker, previous, &popts, &mut |r| w.write(r), &mut |s| bar.update(s));
+        flusher.stop();
         bar.finish();
         let stats = match stats {
             Ok(s) => s,
@@ -374,6 +378,44 @@ fn make_generation(
             // The partial generation is useless now; removing it frees the space it took.
             let _ = prune::remove_tree(&partial);
             Err(e)
+        }
+    }
+}
+
+/// Starts writeback while the copy is still running: without it the kernel holds every
+/// dirty page until the final sync, which then does all the I/O at once, after the CPU
+/// work instead of beside it. A background thread syncs the target filesystem twice a second.
+struct Flusher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(root: &Path) -> Flusher {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = File::open(root).ok().map(|fd| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                use std::sync::atomic::Ordering;
+                'outer: loop {
+                    for _ in 0..5 {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        if stop.load(Ordering::Relaxed) {
+                            break 'outer;
+                        }
+                    }
+                    // Errors show up again in the final, checked sync.
+                    let _ = rustix::fs::syncfs(&fd);
+                }
+            })
+        });
+        Flusher { stop, thread }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -6,7 +6,7 @@
 //! (hard-linked) by several generations is read once per run.
 
 use super::record::{Kind, MetadataReader, Record, MANIFEST_FILE, METADATA_FILE, TREE_DIR};
-use super::walk::{Source, WalkEntry, WalkOptions, Walker};
+use super::walk::WalkWarning;
 use super::{generation::Generation, BackupError};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -95,7 +95,62 @@ struct HashJob {
     shown: PathBuf,
     expected: [u8; 32],
     size: u64,
-    ino: (u64, u64),
+}
+
+/// A sorted walk that reads only directories (types from `d_type`, no stat per entry):
+/// a full verify opens every file anyway and learns the rest from `fstat`.
+struct NameWalk {
+    /// (directory on disk, its path in the tree, its remaining entries sorted descending)
+    stack: Vec<(PathBuf, PathBuf, Vec<DirName>)>,
+}
+
+type DirName = (std::ffi::OsString, std::fs::FileType);
+
+struct Named {
+    abs: PathBuf,
+    rel: PathBuf,
+    ft: std::fs::FileType,
+}
+
+impl NameWalk {
+    fn new(root: &Path) -> (NameWalk, Option<WalkWarning>) {
+        let mut w = NameWalk { stack: Vec::new() };
+        let warn = w.push(root.to_path_buf(), PathBuf::new()).err();
+        (w, warn)
+    }
+
+    fn push(&mut self, abs: PathBuf, rel: PathBuf) -> Result<(), WalkWarning> {
+        let mut names = Vec::new();
+        let rd = std::fs::read_dir(&abs).map_err(|error| WalkWarning { path: abs.clone(), error })?;
+        for e in rd {
+            let e = e.map_err(|error| WalkWarning { path: abs.clone(), error })?;
+            let ft = e.file_type().map_err(|error| WalkWarning { path: e.path(), error })?;
+            names.push((e.file_name(), ft));
+        }
+        names.sort_by(|a, b| b.0.as_bytes().cmp(a.0.as_bytes()));
+        self.stack.push((abs, rel, names));
+        Ok(())
+    }
+}
+
+impl Iterator for NameWalk {
+    type Item = Result<Named, WalkWarning>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (abs, rel, names) = self.stack.last_mut()?;
+            let Some((name, ft)) = names.pop() else {
+                self.stack.pop();
+                continue;
+            };
+            let (abs, rel) = (abs.join(&name), rel.join(&name));
+            if ft.is_dir() {
+                if let Err(w) = self.push(abs.clone(), rel.clone()) {
+                    return Some(Err(w));
+                }
+            }
+            return Some(Ok(Named { abs, rel, ft }));
+        }
+    }
 }
 
 fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, report: &mut VerifyReport) {
@@ -111,7 +166,10 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
         }
     };
     let tree = g.path.join(TREE_DIR);
-    let walker = Walker::new(vec![Source { abs: tree.clone(), rel: PathBuf::new() }], WalkOptions::default());
+    let (walker, root_warning) = NameWalk::new(&tree);
+    if let Some(w) = root_warning {
+        report.problems.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), w.error.to_string()));
+    }
     let shown = |rel: &Path| -> PathBuf {
         let mut p = PathBuf::from(TREE_DIR);
         p.push(rel);
@@ -120,7 +178,9 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
 
     let problems: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let read_bytes = Mutex::new(0u64);
-    let (tx, rx) = sync_channel::<HashJob>(256);
+    // Jobs travel in batches: a channel hand-over per small file costs more than hashing it.
+    let (tx, rx) = sync_channel::<Vec<HashJob>>(8);
+    let mut batch: Vec<HashJob> = Vec::with_capacity(64);
     let rx = Arc::new(Mutex::new(rx));
     std::thread::scope(|scope| {
         if !opts.quick {
@@ -130,26 +190,18 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
                 scope.spawn(move || {
                     let mut buf = Vec::new();
                     loop {
-                        let job = match rx.lock().unwrap().recv() {
+                        let jobs = match rx.lock().unwrap().recv() {
                             Ok(j) => j,
                             Err(_) => return,
                         };
-                        let detail = match super::copy::hash_file(&job.path, &mut buf) {
-                            Ok((h, n)) => {
-                                *read_bytes.lock().unwrap() += n;
-                                if h == job.expected && n == job.size {
-                                    seen.lock().unwrap().insert(job.ino, h);
-                                    continue;
-                                }
-                                if n != job.size {
-                                    format!("size {n}, expected {}", job.size)
-                                } else {
-                                    "content does not match its checksum".to_string()
-                                }
+                        let mut read = 0;
+                        for job in jobs {
+                            match check_content(&job, seen, &mut buf) {
+                                Ok(n) => read += n,
+                                Err(detail) => problems.lock().unwrap().push(problem(ProblemKind::Damaged, job.shown, detail)),
                             }
-                            Err(e) => format!("cannot read: {e}"),
-                        };
-                        problems.lock().unwrap().push(problem(ProblemKind::Damaged, job.shown, detail));
+                        }
+                        *read_bytes.lock().unwrap() += read;
                     }
                 });
             }
@@ -157,7 +209,7 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
         drop(rx);
 
         let mut records = records.peekable();
-        let mut walk = walker.filter(|e| !matches!(e, Ok(e) if e.rel.as_os_str().is_empty())).peekable();
+        let mut walk = walker.peekable();
         loop {
             // Unreadable records end the comparison: what follows cannot be trusted.
             if let Some(Err(_)) = records.peek() {
@@ -201,18 +253,20 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
                     if r.kind.has_content() {
                         report.files += 1;
                         report.bytes += r.size;
-                        let ino = (e.meta.dev(), e.meta.ino());
-                        let expected = r.hash.unwrap_or_default();
-                        if opts.quick || seen.lock().unwrap().get(&ino) == Some(&expected) {
+                        if opts.quick {
                             continue;
                         }
-                        let job = HashJob { path: e.src, shown: shown(&r.path), expected, size: r.size, ino };
-                        if tx.send(job).is_err() {
+                        let job = HashJob { path: e.abs, shown: shown(&r.path), expected: r.hash.unwrap_or_default(), size: r.size };
+                        batch.push(job);
+                        if batch.len() >= 64 && tx.send(std::mem::take(&mut batch)).is_err() {
                             break;
                         }
                     }
                 }
             }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(std::mem::take(&mut batch));
         }
         drop(tx);
     });
@@ -222,9 +276,54 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
     report.problems.extend(found);
 }
 
-/// Metadata checks that need no reading: type, size, mtime, symlink target.
-fn compare(r: &Record, e: &WalkEntry, quick: bool) -> Option<String> {
-    let ft = e.meta.file_type();
+/// Opens, checks size, and hashes unless this inode was already found good with the
+/// same hash (generations share unchanged files). Returns the bytes read.
+fn check_content(job: &HashJob, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, buf: &mut Vec<u8>) -> Result<u64, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .open(&job.path)
+        .or_else(|_| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&job.path))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if meta.len() != job.size {
+        return Err(format!("size {}, expected {}", meta.len(), job.size));
+    }
+    let ino = (meta.dev(), meta.ino());
+    if seen.lock().unwrap().get(&ino) == Some(&job.expected) {
+        return Ok(0);
+    }
+    buf.resize(super::copy::BUF_SIZE, 0);
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    // fstat confirmed the size: read exactly that much (no extra read to find EOF).
+    while total < job.size {
+        let want = ((job.size - total) as usize).min(buf.len());
+        let n = match f.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read: {e}")),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    if total != job.size {
+        return Err(format!("size {total}, expected {}", job.size));
+    }
+    if hasher.finalize().as_bytes() != &job.expected {
+        return Err("content does not match its checksum".into());
+    }
+    seen.lock().unwrap().insert(ino, job.expected);
+    Ok(total)
+}
+
+/// Checks that need no reading: type always; size and mtime in quick mode (one lstat);
+/// symlink targets.
+fn compare(r: &Record, e: &Named, quick: bool) -> Option<String> {
+    let ft = e.ft;
     let type_ok = match r.kind {
         Kind::File | Kind::HardLink => ft.is_file(),
         Kind::Dir => ft.is_dir(),
@@ -238,18 +337,21 @@ fn compare(r: &Record, e: &WalkEntry, quick: bool) -> Option<String> {
         return Some("type changed".into());
     }
     match r.kind {
-        Kind::File | Kind::HardLink => {
-            if e.meta.len() != r.size {
-                return Some(format!("size {}, expected {}", e.meta.len(), r.size));
+        Kind::File | Kind::HardLink if quick => {
+            let meta = match std::fs::symlink_metadata(&e.abs) {
+                Ok(m) => m,
+                Err(err) => return Some(format!("cannot stat: {err}")),
+            };
+            if meta.len() != r.size {
+                return Some(format!("size {}, expected {}", meta.len(), r.size));
             }
-            // Times are a quick signal only; a full check judges by content.
-            if quick && (e.meta.mtime() != r.mtime_sec || e.meta.mtime_nsec() != r.mtime_nsec as i64) {
+            if meta.mtime() != r.mtime_sec || meta.mtime_nsec() != r.mtime_nsec as i64 {
                 return Some("modification time changed".into());
             }
             None
         }
         Kind::Symlink => {
-            let target = std::fs::read_link(&e.src).ok()?;
+            let target = std::fs::read_link(&e.abs).ok()?;
             (r.target.as_deref() != Some(target.as_os_str().as_bytes())).then(|| "symlink target changed".into())
         }
         _ => None,

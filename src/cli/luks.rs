@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 #[derive(Args, Debug)]
 pub struct LuksArgs {
     #[command(subcommand)]
-    pub command: LuksCommand,
+    pub command: Box<LuksCommand>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,7 +210,7 @@ pub struct RepairArgs {
 }
 
 pub fn run(args: LuksArgs, verbose: bool) -> CliResult {
-    match args.command {
+    match *args.command {
         LuksCommand::Format(a) => run_format(a, verbose),
         LuksCommand::Dump(a) => run_dump(a),
         LuksCommand::AddKey(a) => run_add_key(a, verbose),
@@ -324,6 +324,9 @@ fn run_dump(a: DumpArgs) -> CliResult {
             v["volume_key_slot"] = serde_json::json!(u.keyslot);
         }
         text = serde_json::to_string_pretty(&v).map_err(|e| Failure::usage(e.to_string()))? + "\n";
+        if let Some(serde_json::Value::String(hex)) = v.get_mut("volume_key") {
+            zeroize::Zeroize::zeroize(hex);
+        }
     } else {
         text.push_str(&dump::text(&vol));
         if let Some(u) = &key {

@@ -22,7 +22,11 @@ use std::time::Duration;
 pub trait Desk {
     /// Shows a notification, replacing `replaces`; returns its id when the server gave one.
     fn notify(&mut self, summary: &str, body: &str, level: Level, replaces: Option<u32>) -> Option<u32>;
-    fn ask_unlock(&mut self, summary: &str, body: &str) -> Choice;
+    /// Shows the "Unlock?" question and returns at once; `done` gets the user's choice
+    /// later, from any thread. Returns the notification's id when there is one.
+    fn ask_unlock(&mut self, summary: &str, body: &str, done: Box<dyn FnOnce(Choice) + Send>) -> Option<u32>;
+    /// The question was answered elsewhere: replace it with a short note.
+    fn withdraw(&mut self, notification: Option<u32>, disk: &str);
     fn get_pin(&mut self, req: &PinRequest) -> Result<Option<Passphrase>, HotplugError>;
 }
 
@@ -41,12 +45,31 @@ impl Desk for Desktop {
             }
         }
     }
-    fn ask_unlock(&mut self, summary: &str, body: &str) -> Choice {
-        notify::ask_unlock(summary, body).unwrap_or_else(|e| {
-            // No notification server: go straight to the dialog rather than leave dock waiting.
-            eprintln!("offdisk agent: {e}");
-            Choice::Unlock
-        })
+    fn ask_unlock(&mut self, summary: &str, body: &str, done: Box<dyn FnOnce(Choice) + Send>) -> Option<u32> {
+        // `done` moves into the waiting thread only on success; keep a way to call it otherwise.
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(done)));
+        let s2 = slot.clone();
+        let call = Box::new(move |c| {
+            if let Some(f) = s2.lock().ok().and_then(|mut g| g.take()) {
+                f(c)
+            }
+        });
+        match notify::ask_unlock(summary, body, call) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                // No notification server: go straight to the dialog rather than leave dock waiting.
+                eprintln!("offdisk agent: {e}");
+                if let Some(f) = slot.lock().ok().and_then(|mut g| g.take()) {
+                    f(Choice::Unlock);
+                }
+                None
+            }
+        }
+    }
+    fn withdraw(&mut self, notification: Option<u32>, disk: &str) {
+        if let Some(id) = notification {
+            let _ = notify::show(&format!("Backup disk {disk}"), "The passphrase was given elsewhere.", Level::Low, Some(id));
+        }
     }
     fn get_pin(&mut self, req: &PinRequest) -> Result<Option<Passphrase>, HotplugError> {
         let prog = self.pinentry.clone().or_else(pinentry::find_program).ok_or_else(|| HotplugError::Pinentry("no pinentry program found".into()))?;
@@ -54,43 +77,103 @@ impl Desk for Desktop {
     }
 }
 
-/// Handles one dock session until dock hangs up.
+enum Msg {
+    Event(Event),
+    Choice { ask_id: String, choice: Choice },
+    End(Option<std::io::Error>),
+}
+
+/// A question on screen, waiting for the user.
+struct PendingAsk {
+    ask_id: String,
+    disk: String,
+    device: String,
+    attempt: u32,
+    max: u32,
+    error: Option<String>,
+    notification: Option<u32>,
+}
+
+fn pin_request(disk: &str, device: &str, attempt: u32, max: u32, error: Option<String>) -> PinRequest {
+    PinRequest {
+        title: "offdisk".into(),
+        description: format!("Enter the passphrase of backup disk \"{disk}\"\n{device}\n(attempt {attempt} of {max})"),
+        prompt: "Passphrase:".into(),
+        error,
+    }
+}
+
+fn answer_with_pin(conn: &mut DockConn, desk: &mut dyn Desk, req: &PinRequest) -> std::io::Result<()> {
+    match desk.get_pin(req) {
+        Ok(answer) => conn.reply(answer.as_ref()),
+        Err(e) => {
+            eprintln!("offdisk agent: {e}");
+            conn.reply(None)
+        }
+    }
+}
+
+/// Handles one dock session until dock hangs up. Events are read on their own thread, so
+/// an "Unlock?" question still on screen never holds up later events: when the passphrase
+/// is given elsewhere (a console agent), the question is withdrawn and progress goes on.
 pub fn handle_session(conn: &mut DockConn, desk: &mut dyn Desk) -> std::io::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+    let mut reader = conn.try_clone()?;
+    let tx_events = tx.clone();
+    std::thread::spawn(move || loop {
+        match reader.next_event() {
+            Ok(Some(ev)) => {
+                if tx_events.send(Msg::Event(ev)).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return drop(tx_events.send(Msg::End(None))),
+            Err(e) => return drop(tx_events.send(Msg::End(Some(e)))),
+        }
+    });
     let mut progress_id = None;
-    while let Some(ev) = conn.next_event()? {
+    let mut pending: Option<PendingAsk> = None;
+    while let Ok(msg) = rx.recv() {
+        let ev = match msg {
+            Msg::End(None) => return Ok(()),
+            Msg::End(Some(e)) => return Err(e),
+            Msg::Choice { ask_id, choice } => {
+                // Only the question still open counts; late clicks on withdrawn ones do not.
+                let Some(p) = pending.take_if(|p| p.ask_id == ask_id) else { continue };
+                match choice {
+                    Choice::Unlock => answer_with_pin(conn, desk, &pin_request(&p.disk, &p.device, p.attempt, p.max, p.error))?,
+                    Choice::Later => conn.reply(None)?,
+                    // Left for another agent (tty, plymouth) or dock's timeout.
+                    Choice::Dismissed => {}
+                }
+                continue;
+            }
+            Msg::Event(ev) => ev,
+        };
         match ev {
             Event::Started { disk, device } => {
                 desk.notify(&format!("Backup disk {disk} docked"), &format!("{device}\nStarting the backup."), Level::Normal, None);
             }
-            Event::Ask { disk, device, attempt, max, error, .. } => {
-                // The first ask waits for the user's "Unlock"; after a wrong passphrase the
-                // user is already at it, so the dialog comes back at once with the error.
-                if attempt == 1 {
-                    match desk.ask_unlock(&format!("Unlock backup disk {disk}?"), &format!("{device}\noffdisk will back up onto it and close it.")) {
-                        Choice::Unlock => {}
-                        Choice::Later => {
-                            conn.reply(None)?;
-                            continue;
-                        }
-                        // Left for another agent (tty, plymouth) or dock's timeout.
-                        Choice::Dismissed => continue,
-                    }
+            Event::Ask { id, disk, device, attempt, max, error } => {
+                if attempt > 1 {
+                    // The user is already at it: the dialog comes back at once with the error.
+                    answer_with_pin(conn, desk, &pin_request(&disk, &device, attempt, max, error))?;
+                    continue;
                 }
-                let req = PinRequest {
-                    title: "offdisk".into(),
-                    description: format!("Enter the passphrase of backup disk \"{disk}\"\n{device}\n(attempt {attempt} of {max})"),
-                    prompt: "Passphrase:".into(),
-                    error,
-                };
-                match desk.get_pin(&req) {
-                    Ok(answer) => conn.reply(answer.as_ref())?,
-                    Err(e) => {
-                        eprintln!("offdisk agent: {e}");
-                        conn.reply(None)?;
-                    }
+                let tx = tx.clone();
+                let ask_id = id.clone();
+                let done = Box::new(move |choice| {
+                    let _ = tx.send(Msg::Choice { ask_id, choice });
+                });
+                let body = format!("{device}\noffdisk will back up onto it and close it.");
+                let notification = desk.ask_unlock(&format!("Unlock backup disk {disk}?"), &body, done);
+                pending = Some(PendingAsk { ask_id: id, disk, device, attempt, max, error, notification });
+            }
+            Event::AskDone { id } => {
+                if let Some(p) = pending.take_if(|p| p.ask_id == id) {
+                    desk.withdraw(p.notification, &p.disk);
                 }
             }
-            Event::AskDone { .. } => {}
             Event::Progress { disk, text } => {
                 progress_id = desk.notify(&format!("Backing up {disk}"), &text, Level::Low, progress_id).or(progress_id);
             }

@@ -9,9 +9,18 @@ use notify_rust::{Hint, Notification, Timeout, Urgency};
 const APP: &str = "offdisk";
 const ICON: &str = "drive-harddisk";
 
-/// Escapes the body markup some servers understand.
+/// Escapes the body markup some servers understand; keeps line breaks, drops other controls.
 pub fn plain(s: &str) -> String {
-    super::ask_password::one_line(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    let s: String = s.chars().map(|c| if c.is_control() && c != '\n' { ' ' } else { c }).collect();
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bodies_are_plain_text() {
+        assert_eq!(super::plain("a <b>&\x1b[31m\nnext"), "a &lt;b&gt;&amp; [31m\nnext");
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +62,9 @@ pub enum Choice {
 }
 
 /// Shows "Unlock backup disk …?" with an Unlock action (also the default action, so a
-/// click on the bubble works too) and waits for the user.
-pub fn ask_unlock(summary: &str, body: &str) -> Result<Choice, HotplugError> {
+/// click on the bubble works too) and a "Not now" action. Returns at once with the
+/// notification's id; `done` is called from another thread with what the user did.
+pub fn ask_unlock(summary: &str, body: &str, done: Box<dyn FnOnce(Choice) + Send>) -> Result<u32, HotplugError> {
     let h = Notification::new()
         .appname(APP)
         .summary(&super::ask_password::one_line(summary))
@@ -68,13 +78,18 @@ pub fn ask_unlock(summary: &str, body: &str) -> Result<Choice, HotplugError> {
         .timeout(Timeout::Never)
         .show()
         .map_err(|e| HotplugError::Notify(e.to_string()))?;
-    let mut choice = Choice::Dismissed;
-    h.wait_for_action(|action| {
-        choice = match action {
-            "default" | "unlock" => Choice::Unlock,
-            "later" => Choice::Later,
-            _ => Choice::Dismissed,
-        };
+    let id = h.id();
+    std::thread::spawn(move || {
+        let mut choice = Choice::Dismissed;
+        h.wait_for_action(|action| {
+            choice = match action {
+                "default" | "unlock" => Choice::Unlock,
+                "later" => Choice::Later,
+                _ => Choice::Dismissed,
+            };
+        });
+        done(choice);
     });
-    Ok(choice)
+    Ok(id)
 }
+

@@ -48,6 +48,7 @@ enum Xts {
     X256(Xts128<Aes256>),
 }
 
+#[allow(clippy::large_enum_variant)] // one per cipher instance
 enum CbcIv {
     /// Sector number, 32-bit little-endian (dm-crypt "plain").
     Plain32,

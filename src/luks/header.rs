@@ -222,14 +222,23 @@ pub fn read_both(io: &dyn BlockIo) -> Found {
 }
 
 /// Looks for another format's signature in the first sectors (for "ambiguous device").
+/// Over a LUKS magic only signatures that cannot collide with LUKS header fields count
+/// (a damaged LUKS header is not "another format").
 pub fn other_signature(first: &[u8]) -> Option<&'static str> {
     let at = |off: usize, sig: &[u8]| first.get(off..off + sig.len()) == Some(sig);
+    if at(0, &MAGIC_PRIMARY) {
+        return if at(0x438, &[0x53, 0xef]) {
+            Some("ext2/3/4 filesystem")
+        } else if at(512, b"EFI PART") {
+            Some("GPT partition table")
+        } else {
+            None
+        };
+    }
     if at(0x438, &[0x53, 0xef]) {
         Some("ext2/3/4 filesystem")
     } else if at(0, b"XFSB") {
         Some("XFS filesystem")
-    } else if at(0x10040, b"_BHRfS_M") {
-        Some("btrfs filesystem")
     } else if at(512, b"EFI PART") {
         Some("GPT partition table")
     } else if at(3, b"NTFS    ") {

@@ -129,7 +129,11 @@ fn write_slot(
     let kdf = pbkdf.plan(key.len())?;
     let af_hash = pbkdf.hash()?;
     let material = keyslot::seal_material(key.expose(), pass.expose(), &kdf, &cipher, af_hash)?;
-    let ks_json = keyslot_json(key.len(), &cipher, af_hash, &kdf, offset);
+    let mut ks_json = keyslot_json(key.len(), &cipher, af_hash, &kdf, offset);
+    // A changed passphrase keeps its keyslot's priority.
+    if let Some(p) = replacing.and_then(|r| st.meta.keyslots[&r].priority) {
+        ks_json["priority"] = serde_json::json!(p);
+    }
     let new_meta = base.with_keyslot(id, ks_json, digest, st.bin.hdr_size)?;
     // Material first (unreferenced area), then the header that points at it.
     io.write_at(material.expose(), offset).map_err(werr("keyslot material"))?;
