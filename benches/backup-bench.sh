@@ -7,7 +7,7 @@
 # Prints each ratio (offdisk time / reference time; below 1 is faster).
 #
 # Usage: benches/backup-bench.sh [FILES] [WORKDIR]   (defaults: 50000, a temp dir under /var/tmp)
-# ONLY="full incr verify prune" picks parts (default all); RUNS=N runs each (default 5).
+# ONLY="full incr verify prune memory" picks parts (default all); RUNS=N runs each (default 5).
 # Needs: hyperfine, rsync, b3sum, python3. Builds target/release/offdisk if missing.
 # As root the targets go on their own ext4 filesystem (a loop-mounted image), like a real
 # backup disk, so syncing it does not also flush unrelated dirty data; BENCH_LOOP=0 disables.
@@ -99,6 +99,16 @@ want prune && hyperfine --runs "$RUNS" --export-json "$WORK/prune.json" \
   -n "offdisk prune" --prepare "rm -rf $OD/generations/$OLD; cp -al $OD/generations/$GEN $OD/generations/$OLD; $SYNC" \
      "$BIN generations --target $OD --delete $OLD" \
   -n "rm -rf" --prepare "rm -rf $TFS/doomed; cp -al $OD/generations/$GEN $TFS/doomed; $SYNC" "rm -rf $TFS/doomed"
+
+# Memory stays bounded: peak RSS of a full backup of the whole tree and of a tenth of it.
+if want memory && [ -x /usr/bin/time ]; then
+  for part in "$SRC/d000 $SRC/d001 $SRC/d002 $SRC/d003 $SRC/d004" "$SRC"; do
+    rm -rf "$TFS/mem"; mkdir -p "$TFS/mem"
+    n=$(find $part -type f | wc -l)
+    /usr/bin/time -f "# peak RSS %M KiB: full backup of $n files" "$BIN" backup --no-progress --target "$TFS/mem" $part >/dev/null
+  done
+  rm -rf "$TFS/mem"
+fi
 
 python3 - "$WORK" <<'PY'
 import json, sys, os

@@ -8,6 +8,9 @@
 # with hyperfine, and prints the ratio offdisk / cryptsetup (below 1.0 = offdisk faster).
 #
 # Usage: benches/luks_unlock.sh [RUNS]     (OFFDISK=path/to/binary to skip the build)
+# COLD=SECONDS pauses that long before every run, so freed memory has settled (under a
+# hypervisor with free page reporting, huge pages freed by the previous run go back to
+# the host) and each run sees what a single unlock after idle sees.
 set -euo pipefail
 runs=${1:-5}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +28,9 @@ cryptsetup luksDump "$work/vol.img" | grep -E 'PBKDF|Time cost|Memory|Threads' >
 # Both must agree on the key before timing anything.
 out=$("$OFFDISK" luks dump "$work/vol.img" --json --dump-volume-key --key-file "$work/key")
 grep -q '"volume_key"' <<< "$out"
-hyperfine --warmup 1 --runs "$runs" --export-json "$work/result.json" \
+prepare=()
+[ -n "${COLD:-}" ] && prepare=(--prepare "sleep $COLD")
+hyperfine --warmup 1 --runs "$runs" "${prepare[@]}" --export-json "$work/result.json" \
     -n cryptsetup "cryptsetup open --test-passphrase --key-file $work/key $work/vol.img" \
     -n offdisk "$OFFDISK luks dump $work/vol.img --dump-volume-key --key-file $work/key --json" >&2
 python3 - "$work/result.json" <<'PY'

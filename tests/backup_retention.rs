@@ -122,3 +122,20 @@ fn config_disk_sources_retention_and_ledger() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no disk \"home\""));
 }
+
+#[test]
+fn a_second_run_on_the_same_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let t = dir.path().join("t");
+    fs::create_dir_all(&t).unwrap();
+    let lock = offdisk::backup::lock_root(&t).unwrap();
+    let out = run(&["backup", "--target", t.to_str().unwrap(), src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another offdisk run"));
+    assert!(generation_dirs(&t).is_empty());
+    drop(lock);
+    offdisk_ok(&["backup", "--target", t.to_str().unwrap(), src.to_str().unwrap()]);
+    assert_eq!(generation_dirs(&t).len(), 1);
+}

@@ -88,3 +88,30 @@ fn size_change_and_damaged_metadata_are_reported() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.starts_with("damaged:") && l.contains("/metadata.tsv (unsupported metadata version")), "{text}");
 }
+
+#[test]
+fn names_b3sum_cannot_print_are_still_verified_and_restore_reports_rot() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(src.join(odd), b"latin-1 name").unwrap();
+    let target = dir.path().join("t");
+    offdisk_ok(&["backup", "--target", target.to_str().unwrap(), src.to_str().unwrap()]);
+    let g = &generation_dirs(&target)[0];
+    let stored = tree_of(g, &src).join(odd);
+    assert!(!fs::read_to_string(g.join("manifest.b3")).unwrap().contains("caf"), "b3sum cannot name it");
+    let f = fs::OpenOptions::new().write(true).open(&stored).unwrap();
+    f.write_all_at(b"L", 0).unwrap();
+    drop(f);
+    let out = run(&["verify", "--target", target.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("damaged:") && text.contains("caf\\xe9.txt (content does not match its checksum)"), "{text}");
+    // Restoring still copies it, but says the backup copy is damaged.
+    let dest = dir.path().join("r");
+    let out = run(&["restore", "--target", target.to_str().unwrap(), src.to_str().unwrap(), "--to", dest.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged on the backup disk"), "{}", String::from_utf8_lossy(&out.stderr));
+}

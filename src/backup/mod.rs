@@ -138,16 +138,16 @@ pub fn default_threads() -> usize {
 
 /// Holds the root's lock file for one run.
 pub struct RootLock {
-    _file: File,
+    _lock: nix::fcntl::Flock<File>,
 }
 
 pub fn lock_root(root: &Path) -> Result<RootLock, BackupError> {
     let path = root.join(generation::LOCK_FILE);
     let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_at(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(RootLock { _file: file }),
-        Err(fs::TryLockError::WouldBlock) => Err(BackupError::Busy(root.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => Err(BackupError::Io { path, error: e }),
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(RootLock { _lock: lock }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(BackupError::Busy(root.to_path_buf())),
+        Err((_, e)) => Err(BackupError::Io { path, error: e.into() }),
     }
 }
 
@@ -193,7 +193,8 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
             let newest = gens.last().map(|g| g.name.clone());
             let doomed: Vec<_> = doomed.into_iter().filter(|g| Some(&g.name) != newest.as_ref()).collect();
             if doomed.is_empty() {
-                return Err(BackupError::NoSpace { root: opts.root.clone(), detail });
+                let free = free_bytes(&opts.root).map(|b| format!("; {} MiB free", b >> 20)).unwrap_or_default();
+                return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}{free}; the retention policy allows no pruning") });
             }
             let started = Instant::now();
             for g in &doomed {
@@ -204,7 +205,8 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
             gens = generation::list(&opts.root).map_err(io_at(&gen_dir))?;
             match make_generation(opts, &sources, &walk_opts, &gens, time) {
                 Err(Attempt::NoSpace(detail)) => {
-                    return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}; pruned {} by policy first", pruned.len()) })
+                    let free = free_bytes(&opts.root).map(|b| format!("; {} MiB free", b >> 20)).unwrap_or_default();
+                    return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}{free}; pruned {} by policy first", pruned.len()) })
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
                 Ok(m) => m,

@@ -100,8 +100,11 @@ struct HashJob {
 /// A sorted walk that reads only directories (types from `d_type`, no stat per entry):
 /// a full verify opens every file anyway and learns the rest from `fstat`.
 struct NameWalk {
-    stack: Vec<(PathBuf, PathBuf, Vec<(std::ffi::OsString, std::fs::FileType)>)>,
+    /// (directory on disk, its path in the tree, its remaining entries sorted descending)
+    stack: Vec<(PathBuf, PathBuf, Vec<DirName>)>,
 }
+
+type DirName = (std::ffi::OsString, std::fs::FileType);
 
 struct Named {
     abs: PathBuf,
@@ -175,7 +178,9 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
 
     let problems: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let read_bytes = Mutex::new(0u64);
-    let (tx, rx) = sync_channel::<HashJob>(256);
+    // Jobs travel in batches: a channel hand-over per small file costs more than hashing it.
+    let (tx, rx) = sync_channel::<Vec<HashJob>>(8);
+    let mut batch: Vec<HashJob> = Vec::with_capacity(64);
     let rx = Arc::new(Mutex::new(rx));
     std::thread::scope(|scope| {
         if !opts.quick {
@@ -185,18 +190,18 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
                 scope.spawn(move || {
                     let mut buf = Vec::new();
                     loop {
-                        let job = match rx.lock().unwrap().recv() {
+                        let jobs = match rx.lock().unwrap().recv() {
                             Ok(j) => j,
                             Err(_) => return,
                         };
-                        let detail = match check_content(&job, seen, &mut buf) {
-                            Ok(read) => {
-                                *read_bytes.lock().unwrap() += read;
-                                continue;
+                        let mut read = 0;
+                        for job in jobs {
+                            match check_content(&job, seen, &mut buf) {
+                                Ok(n) => read += n,
+                                Err(detail) => problems.lock().unwrap().push(problem(ProblemKind::Damaged, job.shown, detail)),
                             }
-                            Err(detail) => detail,
-                        };
-                        problems.lock().unwrap().push(problem(ProblemKind::Damaged, job.shown, detail));
+                        }
+                        *read_bytes.lock().unwrap() += read;
                     }
                 });
             }
@@ -252,12 +257,16 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
                             continue;
                         }
                         let job = HashJob { path: e.abs, shown: shown(&r.path), expected: r.hash.unwrap_or_default(), size: r.size };
-                        if tx.send(job).is_err() {
+                        batch.push(job);
+                        if batch.len() >= 64 && tx.send(std::mem::take(&mut batch)).is_err() {
                             break;
                         }
                     }
                 }
             }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(std::mem::take(&mut batch));
         }
         drop(tx);
     });
@@ -289,8 +298,10 @@ fn check_content(job: &HashJob, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, buf
     buf.resize(super::copy::BUF_SIZE, 0);
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
-    loop {
-        let n = match f.read(buf) {
+    // fstat confirmed the size: read exactly that much (no extra read to find EOF).
+    while total < job.size {
+        let want = ((job.size - total) as usize).min(buf.len());
+        let n = match f.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

@@ -309,7 +309,7 @@ impl Walker {
                 let e = self.enter(s.abs, s.rel, meta, None);
                 // The entry goes before any warning `enter` queued about reading it.
                 let warnings: Vec<_> = self.queued.drain(..).collect();
-                let (ancestors, rest): (Vec<_>, Vec<_>) = warnings.into_iter().partition(|w| matches!(w, Ok(_)));
+                let (ancestors, rest): (Vec<_>, Vec<_>) = warnings.into_iter().partition(|w| w.is_ok());
                 self.queued.extend(ancestors);
                 self.queued.push_back(e);
                 self.queued.extend(rest);
@@ -350,7 +350,7 @@ impl Iterator for Walker {
                     continue;
                 }
                 if is_dir {
-                    if self.opts.skip.iter().any(|p| *p == src) {
+                    if self.opts.skip.contains(&src) {
                         continue;
                     }
                     if self.opts.exclude_caches && has_cachedir_tag(&src) {

@@ -64,6 +64,9 @@ pub struct RegisterArgs {
     /// Read the passphrase for this registration from FILE ("-" for stdin) instead of the terminal.
     #[arg(long, value_name = "FILE", conflicts_with = "key_file")]
     pub passphrase_file: Option<PathBuf>,
+    /// Retention for this disk's generations (unset: the config's defaults).
+    #[command(flatten)]
+    pub retention: super::backup::RetentionArgs,
     /// Mount the disk here while it is open [default: /run/offdisk/<LUKS UUID>].
     #[arg(long, value_name = "DIR")]
     pub mount_point: Option<PathBuf>,
@@ -131,7 +134,7 @@ pub fn run_register(a: RegisterArgs, _verbose: bool) -> CliResult {
     let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())));
     let sources = a.sources.into_iter().map(absolute).collect::<Result<Vec<_>, _>>()?;
     let key_file = a.key_file.map(absolute).transpose()?;
-    let spec = RegisterSpec { label: a.label, sources, excludes: a.excludes, key_file, mount_point: a.mount_point, replace: a.force };
+    let spec = RegisterSpec { label: a.label, sources, excludes: a.excludes, key_file, mount_point: a.mount_point, retention: retention_of(&a.retention), replace: a.force };
     let mut backend = SystemBackend::with_config(&a.paths.config);
     let reg = register_device(&a.device, &pass, &a.paths.dock_options(), &spec, &mut backend)?;
     println!(
@@ -141,6 +144,16 @@ pub fn run_register(a: RegisterArgs, _verbose: bool) -> CliResult {
         reg.unlock.as_str()
     );
     Ok(exit::OK)
+}
+
+fn retention_of(r: &super::backup::RetentionArgs) -> crate::backup::retention::Retention {
+    crate::backup::retention::Retention {
+        keep_last: r.keep_last,
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+        keep_yearly: r.keep_yearly,
+    }
 }
 
 pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {

@@ -91,6 +91,14 @@ mod tests {
         let st = std::fs::metadata(dir.path()).unwrap().dev();
         let dev = (nix::sys::stat::major(st) as u32, nix::sys::stat::minor(st) as u32);
         let mut child = std::process::Command::new("sleep").arg("30").current_dir(dir.path()).spawn().unwrap();
+        // spawn() returns before the child has exec'd; wait until it is really `sleep`.
+        let comm = format!("/proc/{}/comm", child.id());
+        for _ in 0..500 {
+            if std::fs::read_to_string(&comm).map(|c| c.trim() == "sleep").unwrap_or(false) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let found = holders_of(dev);
         let _ = child.kill();
         let _ = child.wait();

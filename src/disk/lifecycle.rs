@@ -283,6 +283,14 @@ pub fn check_init(disk: &sysfs::BlockDevice, force: bool) -> Result<InitCheck, D
         if swap_active(&m.path) {
             return Err(DiskError::InUse { device: m.path.clone(), holders: vec!["swap".into()] });
         }
+        // An exclusive open fails while anything else has claimed the device (a mount in another
+        // namespace, a RAID or LVM member, a program that opened it with O_EXCL).
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Err(e) = OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(&m.path) {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                return Err(DiskError::InUse { device: m.path.clone(), holders: vec!["another program or the kernel (exclusive open refused)".into()] });
+            }
+        }
     }
     let mut found = Vec::new();
     for m in &members {

@@ -19,6 +19,8 @@ pub struct RegisterSpec {
     pub key_file: Option<PathBuf>,
     /// Where to mount the disk while open (default: the config's default, /run/offdisk/UUID).
     pub mount_point: Option<PathBuf>,
+    /// Retention for this disk (unset: the config's defaults apply).
+    pub retention: crate::backup::retention::Retention,
     pub replace: bool,
 }
 
@@ -33,6 +35,7 @@ impl RegisterSpec {
             key_file: self.key_file.clone(),
             identity: Some(disk_id.to_string()),
             mount_point: self.mount_point.clone(),
+            retention: self.retention,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Registration {
     /// Where the disk is mounted while open (the config's `mount_point`, defaulted by
     /// [`crate::config::DiskConfig::mount_point`] when not set).
     pub mount_point: Option<PathBuf>,
+    /// The disk's own retention (unset: the config's defaults).
+    pub retention: crate::backup::retention::Retention,
 }
 
 impl Registration {
@@ -71,6 +73,11 @@ impl Registration {
         }
         if let Some(m) = &self.mount_point {
             t.insert("mount_point".into(), m.to_string_lossy().into_owned().into());
+        }
+        if !self.retention.is_unset() {
+            if let Ok(v) = toml::Value::try_from(self.retention) {
+                t.insert("retention".into(), v);
+            }
         }
         t
     }
@@ -110,6 +117,7 @@ pub fn load(path: &Path) -> Result<Vec<Registration>, HotplugError> {
             key_file: d.key_file.clone(),
             identity: d.identity.as_ref().and_then(|v| v.as_str()).map(str::to_string),
             mount_point: Some(d.mount_point()),
+            retention: d.retention,
         })
         .collect())
 }
@@ -139,6 +147,9 @@ pub fn add(path: &Path, reg: &Registration, replace: bool) -> Result<(), Hotplug
             }
             if reg.key_file.is_none() {
                 existing.remove("key_file");
+            }
+            if reg.mount_point.is_none() {
+                existing.remove("mount_point");
             }
         }
         _ => disks.push(toml::Value::Table(reg.to_table())),
@@ -180,6 +191,7 @@ mod tests {
             key_file: None,
             identity: Some("d1".into()),
             mount_point: None,
+            retention: Default::default(),
         }
     }
 
@@ -194,7 +206,7 @@ mod tests {
         assert_eq!(find(&regs, "0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10").unwrap().unlock, UnlockMethod::KeyFile);
         let found = find(&regs, "1C5F8A1E-8F0D-4C59-9A43-3F1C1D3B2A11").unwrap();
         assert_eq!(found.mount_point.as_deref(), Some(Path::new("/run/offdisk/1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11")));
-        assert_eq!(Registration { mount_point: None, ..found.clone() }, reg("1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11"));
+        assert_eq!(Registration { mount_point: None, retention: Default::default(), ..found.clone() }, reg("1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11"));
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("state_dir") && text.contains("keep_daily = 7"), "unknown keys survive:\n{text}");
         use std::os::unix::fs::PermissionsExt;
@@ -212,7 +224,13 @@ mod tests {
         assert_eq!(regs.len(), 1);
         assert_eq!(regs[0].unlock, UnlockMethod::Passphrase);
         assert_eq!(regs[0].key_file, None);
+        assert_eq!(regs[0].retention.keep_daily, Some(7), "retention kept when the new registration sets none");
         assert!(std::fs::read_to_string(&p).unwrap().contains("keep_daily = 7"));
+        let mut with_policy = reg("0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10");
+        with_policy.retention.keep_last = Some(3);
+        add(&p, &with_policy, true).unwrap();
+        let r = &load(&p).unwrap()[0];
+        assert_eq!((r.retention.keep_last, r.retention.keep_daily), (Some(3), None), "a new policy replaces the old one");
     }
 
     #[test]

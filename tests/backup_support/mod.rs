@@ -81,7 +81,7 @@ pub fn make_rich_tree(src: &Path) {
     std::os::unix::fs::FileExt::write_all_at(&f, b"start", 0).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, b"end", 20 << 20).unwrap();
     drop(f);
-    rustix::fs::mknodat(rustix::fs::CWD, &src.join("fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, src.join("fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0).unwrap();
     rustix::fs::lsetxattr(src.join("plain.txt"), "user.comment", b"kept", rustix::fs::XattrFlags::empty()).unwrap();
     rustix::fs::lsetxattr(src.join("dir"), "user.dirattr", b"d", rustix::fs::XattrFlags::empty()).unwrap();
     rustix::fs::lsetxattr(src.join("dir/sub/deep.bin"), "system.posix_acl_access", &acl_xattr(4321), rustix::fs::XattrFlags::empty()).unwrap();

@@ -16,6 +16,14 @@ for t in "$VMDIR"/$ONLY; do
   # Leave no state behind for the next script.
   bash "$VMDIR/cleanup.sh" >/dev/null 2>&1
 done
+# Benchmarks print "# bench ..." lines only (ratios against cryptsetup in the same VM).
+if [ -z "${OFFDISK_VM_NO_BENCH:-}" ]; then
+  for b in "$VMDIR"/b-*.sh; do
+    [ -f "$b" ] || continue
+    ( cd "$WORK" && bash "$b" ) 2>/dev/null | grep '^# bench'
+    bash "$VMDIR/cleanup.sh" >/dev/null 2>&1
+  done
+fi
 pass=$(grep -c '^ok ' "$results")
 fail=$(grep -c '^not ok ' "$results")
 if [ "$fail" -gt 0 ]; then

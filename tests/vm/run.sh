@@ -32,7 +32,7 @@ scratch=$(mktemp -d)
 truncate -s 160M "$scratch/scsi-disk.img"
 timeout "${OFFDISK_VM_TIMEOUT:-1800}" vng --disable-kvm --run "$kernel" --memory 2G --cpus 2 \
   --qemu-opts="-device virtio-scsi-pci,id=odscsi -drive file=$scratch/scsi-disk.img,format=raw,if=none,id=oddisk -device scsi-hd,drive=oddisk,bus=odscsi.0,serial=OD-TEST-0001" \
-  --exec "OFFDISK=$OFFDISK_BIN DM_TOOL=$dm_tool VMDIR=$here ONLY='${OFFDISK_VM_ONLY:-t-*.sh}' bash $here/guest.sh" \
+  --exec "OFFDISK_VM_NO_BENCH=${OFFDISK_VM_NO_BENCH:-} OFFDISK=$OFFDISK_BIN DM_TOOL=$dm_tool VMDIR=$here ONLY='${OFFDISK_VM_ONLY:-t-*.sh}' bash $here/guest.sh" \
   2>&1 | tee "$log"
 summary=$(grep -E '^vm-summary: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
 rm -f "$log"

@@ -96,6 +96,17 @@ expect_eq hotplug-wrong-passphrase-reasked "$(grep -c 'Wrong passphrase' "$HP/ag
 grep -q "wrong passphrase" "$HP/dock2.out" && ok hotplug-wrong-passphrase-says-so || notok hotplug-wrong-passphrase-says-so "$(tail -3 "$HP/dock2.out")"
 no_mapping "$uuid" && ok hotplug-wrong-passphrase-nothing-open || notok hotplug-wrong-passphrase-nothing-open "$(dmsetup ls)"
 expect_eq hotplug-wrong-passphrase-ask-removed "$(ls "$ASKDIR" | grep -c '^ask\.')" 0
+
+# --- the console agent answers instead (a machine without a desktop) -------------------
+echo 'correct horse' | "$OFFDISK" agent --console --once > "$HP/console.out" 2>&1 & cpid=$!
+out=$(run_unit "$inst" 2>&1); rc=$?
+expect_eq hotplug-console-agent-dock-exit "$rc" 0; [ "$rc" -eq 0 ] || echo "# $out" | tail -3
+wait $cpid; expect_eq hotplug-console-agent-exit "$?" 0
+if cryptsetup open -d "$PW" "/dev/$dev" hpchk 2>/dev/null; then
+  mount -o ro /dev/mapper/hpchk m
+  expect_eq hotplug-console-agent-second-generation "$(gen_count m)" 2
+  umount m; cryptsetup close hpchk
+fi
 losetup -d "$loop"; udevadm settle
 
 # --- an unregistered LUKS disk ----------------------------------------------------------
