@@ -4,11 +4,13 @@
 set -euo pipefail
 packages=(
   # reference tools the tests compare against
-  cryptsetup-bin e2fsprogs fdisk rsync b3sum util-linux keyutils psmisc
+  cryptsetup-bin dmsetup e2fsprogs fdisk rsync b3sum util-linux keyutils psmisc python3
   # the throwaway VM for kernel tests (dm-crypt, loop, mount, udev)
   qemu-system-x86 linux-image-amd64 busybox-static udev kmod
+  # the desktop agent's test: X server, session bus, notification daemon, screenshots
+  xvfb dbus-x11 dunst libnotify-bin imagemagick
   # benchmarks
-  hyperfine
+  hyperfine linux-perf
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -17,7 +19,7 @@ done
 if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  apt-get install -y -q "${missing[@]}"
 fi
 if ! command -v vng >/dev/null 2>&1; then
   python3 -m pip install -q virtme-ng
