@@ -44,7 +44,7 @@ try: print(s.recv(100))
 except Exception: pass
 PY
 
-"$OFFDISK" dock "$(basename "$loop")p1" "${P[@]}" --timeout 90 --agents-dir "$HP/users" --ask-dir "$HP/ask" > "$HP/dock.out" 2>&1 & kpid=$!
+"$OFFDISK" dock "$(basename "$loop")p1" "${P[@]}" --timeout 600 --agents-dir "$HP/users" --ask-dir "$HP/ask" > "$HP/dock.out" 2>&1 & kpid=$!
 for i in $(seq 150); do grep -q "Unlock backup disk DESKDISK" "$HP/bus.log" && break; sleep 0.2; done
 grep -q "Unlock backup disk DESKDISK" "$HP/bus.log" && ok hotplug-desktop-unlock-notification || notok hotplug-desktop-unlock-notification "$(tail -5 "$HP/agent.err")"
 # The daemon has it on screen (it draws a moment later under emulation).
@@ -60,7 +60,7 @@ awk -v s="${sd:-0}" 'BEGIN { exit !(s > 0.01) }' && ok hotplug-desktop-screensho
 [ -n "${SHOTS:-}" ] && cp "$HP/unlock.png" "$SHOTS/" 2>/dev/null
 dunstctl action 0   # the user clicks "Unlock"
 wait $kpid; rc=$?
-expect_eq hotplug-desktop-dock-exit "$rc" 0; [ "$rc" -eq 0 ] || sed 's/^/# /' "$HP/dock.out" | tail -5
+expect_eq hotplug-desktop-dock-exit "$rc" 0; [ "$rc" -eq 0 ] || { sed 's/^/# /' "$HP/dock.out" | tail -5; sed 's/^/# agent: /' "$HP/agent.err" | tail -5; }
 for i in $(seq 50); do kill -0 $apid 2>/dev/null || break; sleep 0.2; done
 kill -0 $apid 2>/dev/null && { notok hotplug-agent-once-exits "still running"; kill $apid; } || ok hotplug-agent-once-exits
 sleep 1
