@@ -9,17 +9,23 @@ const DAY: i64 = 86400;
 // 2026-01-01T12:00:00Z
 const T0: i64 = 1_767_268_800;
 
+/// A temporary directory with a one-file source `src/` and a backup target path `t`.
+fn one_file_source() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "x").unwrap();
+    let t = dir.path().join("t");
+    (dir, src, t)
+}
+
 fn names(target: &Path) -> Vec<String> {
     generation_dirs(target).iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect()
 }
 
 #[test]
 fn keep_daily_and_last_prune_after_completion() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), "x").unwrap();
-    let t = dir.path().join("t");
+    let (_dir, src, t) = one_file_source();
     let (ts, ss) = (t.to_str().unwrap(), src.to_str().unwrap());
     // Two runs a day for five days.
     for day in 0..5 {
@@ -59,11 +65,7 @@ fn same_second_and_clock_going_back_still_sort() {
 
 #[test]
 fn leftovers_of_interrupted_runs_are_ignored_then_cleaned() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), "x").unwrap();
-    let t = dir.path().join("t");
+    let (_dir, src, t) = one_file_source();
     let (ts, ss) = (t.to_str().unwrap(), src.to_str().unwrap());
     offdisk_ok(&["backup", "--at", &T0.to_string(), "--target", ts, ss]);
     let g = t.join("generations");

@@ -12,15 +12,7 @@ packages=(
   # benchmarks
   hyperfine linux-perf
 )
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q "${missing[@]}"
-fi
+bash "$(dirname "$0")/../scripts/apt-missing.sh" "${packages[@]}"
 if ! command -v vng >/dev/null 2>&1; then
   python3 -m pip install -q virtme-ng
 fi

@@ -117,16 +117,20 @@ pub fn generations_dir(root: &Path) -> PathBuf {
     root.join(GENERATIONS_DIR)
 }
 
+/// The entries of `dir`; none when it does not exist (a disk without backups yet).
+fn read_dir_or_empty(dir: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<fs::DirEntry>>>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(Box::new(rd)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Box::new(std::iter::empty())),
+        Err(e) => Err(e),
+    }
+}
+
 /// Complete generations, oldest first. A missing `generations/` means none.
 pub fn list(root: &Path) -> io::Result<Vec<Generation>> {
     let dir = generations_dir(root);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let mut out = Vec::new();
-    for e in rd {
+    for e in read_dir_or_empty(&dir)? {
         let e = e?;
         let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
         if let Some((time, seq)) = parse_name(&name) {
@@ -142,13 +146,8 @@ pub fn list(root: &Path) -> io::Result<Vec<Generation>> {
 /// Leftovers of interrupted runs: `.partial-*` and `.deleting-*` directories.
 pub fn leftovers(root: &Path) -> io::Result<Vec<PathBuf>> {
     let dir = generations_dir(root);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let mut out = Vec::new();
-    for e in rd {
+    for e in read_dir_or_empty(&dir)? {
         let e = e?;
         let name = e.file_name();
         let name = name.to_string_lossy();

@@ -152,21 +152,31 @@ pub fn run(cli: Cli) -> CliResult {
     }
 }
 
-/// Renders `offdisk.8` and one page per subcommand (`offdisk-NAME.8`) with clap_mangen.
-/// Hand-written pages (file formats, the agent) live beside them in `man/`.
-pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+/// Pages written by hand in `man/` (richer than what clap can say); the generator leaves
+/// them alone. `offdisk agent` is a user command, so its page is in section 1.
+pub const HAND_WRITTEN_PAGES: &[&str] = &["offdisk-luks", "offdisk-dock", "offdisk-agent"];
+
+/// Renders `offdisk.8` and one page per subcommand (`offdisk-NAME.8`, `offdisk-luks-NAME.8`)
+/// with clap_mangen, except the hand-written ones. Returns the file names written.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let cmd = Cli::command();
-    render_page(dir, &cmd, "offdisk")?;
+    let mut written = Vec::new();
+    let mut page = |cmd: &clap::Command, name: String| -> std::io::Result<()> {
+        if !HAND_WRITTEN_PAGES.contains(&name.as_str()) {
+            render_page(dir, cmd, &name)?;
+            written.push(format!("{name}.8"));
+        }
+        Ok(())
+    };
+    page(&cmd, "offdisk".to_string())?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("offdisk-{}", sub.get_name());
-        render_page(dir, sub, &name)?;
+        page(sub, format!("offdisk-{}", sub.get_name()))?;
         for subsub in sub.get_subcommands().filter(|s| !s.is_hide_set()) {
-            let name = format!("offdisk-{}-{}", sub.get_name(), subsub.get_name());
-            render_page(dir, subsub, &name)?;
+            page(subsub, format!("offdisk-{}-{}", sub.get_name(), subsub.get_name()))?;
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 fn render_page(dir: &std::path::Path, cmd: &clap::Command, name: &str) -> std::io::Result<()> {
