@@ -6,49 +6,21 @@ use super::{CliResult, Failure};
 use crate::disk::lifecycle::{self, DiskError, LuksDevice, OpenRequest};
 use crate::disk::sysfs::human_size;
 use crate::error::exit;
+use super::hotplug::RegistrationArgs;
+use super::luks::LuksFormatArgs;
+use crate::hotplug::register::{register_mounted, RegisterSpec};
+use crate::hotplug::registry;
 use crate::luks;
 use crate::secret::Passphrase;
 use clap::Args;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-/// LUKS format options, as `cryptsetup luksFormat` / `offdisk luks format` take them.
-#[derive(Args, Debug, Clone, Default)]
-pub struct FormatFlags {
-    /// Cipher for the data (and keyslots), e.g. aes-xts-plain64.
-    #[arg(long, short = 'c')]
-    pub cipher: Option<String>,
-    /// Volume key size in bits (e.g. 512 for aes-xts-plain64 with AES-256).
-    #[arg(long, short = 's')]
-    pub key_size: Option<usize>,
-    /// Hash for the digest and keyslot anti-forensic splitter (sha256, sha512, ...).
-    #[arg(long)]
-    pub hash: Option<String>,
-    /// Key derivation: argon2id, argon2i or pbkdf2.
-    #[arg(long)]
-    pub pbkdf: Option<String>,
-    /// Time to spend deriving the key when benchmarking the KDF, in milliseconds.
-    #[arg(long, short = 'i')]
-    pub iter_time: Option<u32>,
-    /// Argon2 memory cost in KiB.
-    #[arg(long)]
-    pub pbkdf_memory: Option<u32>,
-    /// Argon2 parallel threads.
-    #[arg(long)]
-    pub pbkdf_parallel: Option<u32>,
-    /// Fixed KDF iterations (pbkdf2) or time cost (argon2), no benchmark.
-    #[arg(long)]
-    pub pbkdf_force_iterations: Option<u32>,
-    /// Encryption sector size in bytes (512 or 4096).
-    #[arg(long)]
-    pub sector_size: Option<u32>,
-    /// Volume UUID (default: random).
-    #[arg(long)]
-    pub uuid: Option<String>,
-}
-
 #[derive(Args, Debug)]
-#[command(after_help = "Example: offdisk init /dev/sdb --label OFFSITE1\n         offdisk init --batch --key-file pw disk.img --label TEST")]
+#[command(after_help = "The new disk is registered as a backup disk (see offdisk register): give what to back up \
+onto it with --source, or --no-register to only make the disk.\n\n\
+Example: offdisk init /dev/sdb --label OFFSITE1 --source /home --source /etc\n         \
+offdisk init --batch --key-file pw disk.img --label TEST --no-register")]
 pub struct InitArgs {
     /// The whole disk (e.g. /dev/sdb) or a disk image file (a loop device is attached for it).
     pub device: PathBuf,
@@ -65,7 +37,12 @@ pub struct InitArgs {
     #[arg(long, short = 'd')]
     pub key_file: Option<PathBuf>,
     #[command(flatten)]
-    pub format: FormatFlags,
+    pub format: LuksFormatArgs,
+    /// Only make the disk; do not register it as a backup disk.
+    #[arg(long, conflicts_with_all = ["sources", "excludes", "unlock_key_file", "mount_point"])]
+    pub no_register: bool,
+    #[command(flatten)]
+    pub registration: RegistrationArgs,
 }
 
 #[derive(Args, Debug)]
@@ -114,40 +91,6 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// Converts the CLI's format flags into the LUKS layer's options, with the disk label.
-pub fn format_options(f: &FormatFlags, label: &str) -> Result<luks::FormatOptions, Failure> {
-    let mut o = luks::FormatOptions { label: Some(label.to_string()), ..Default::default() };
-    if let Some(c) = &f.cipher {
-        o.cipher = c.clone();
-    }
-    if let Some(bits) = f.key_size {
-        if bits == 0 || bits % 8 != 0 {
-            return Err(Failure::usage("--key-size is in bits and must be a multiple of 8"));
-        }
-        o.key_size_bits = bits as u32;
-    }
-    if let Some(h) = &f.hash {
-        o.pbkdf.hash = h.clone();
-    }
-    if let Some(k) = &f.pbkdf {
-        o.pbkdf.kind = luks::PbkdfType::parse(k)?;
-    }
-    if let Some(t) = f.iter_time {
-        o.pbkdf.iter_time_ms = t;
-    }
-    o.pbkdf.memory_kib = f.pbkdf_memory;
-    o.pbkdf.parallel = f.pbkdf_parallel;
-    o.pbkdf.force_iterations = f.pbkdf_force_iterations;
-    if let Some(ss) = f.sector_size {
-        if !(512..=4096).contains(&ss) || !ss.is_power_of_two() {
-            return Err(Failure::usage("--sector-size must be 512, 1024, 2048 or 4096"));
-        }
-        o.sector_size = Some(ss);
-    }
-    o.uuid = f.uuid.clone();
-    Ok(o)
-}
-
 fn passphrase(key_file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Passphrase, Failure> {
     let src = match key_file {
         Some(p) => KeySource::File(p),
@@ -175,15 +118,33 @@ fn describe_disk(d: &crate::disk::sysfs::BlockDevice, image: Option<&Path>) -> S
     s
 }
 
+/// The registration `init` makes, checked before the disk is touched: sources given, and a
+/// config that loads. `None` with --no-register.
+fn init_registration(a: &InitArgs) -> Result<Option<RegisterSpec>, Failure> {
+    if a.no_register {
+        return Ok(None);
+    }
+    if a.registration.sources.is_empty() {
+        return Err(Failure::usage("offdisk init registers the new disk as a backup disk: say what to back up onto it")
+            .with_hint("give --source DIR (repeatable), or --no-register to only make the disk"));
+    }
+    let spec = a.registration.spec(None, false)?;
+    registry::load(&a.registration.paths.config)?;
+    Ok(Some(spec))
+}
+
 pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
-    lifecycle::require_root("offdisk init")?;
     if a.label.is_empty() || a.label.len() > crate::disk::mkfs::EXT4_LABEL_MAX || a.label.contains('/') {
         return Err(Failure::usage("the label must be 1-16 bytes without '/' (it is also the ext4 label)"));
     }
-    if a.batch && a.key_file.is_none() {
+    // The unattended-unlock key file holds the passphrase, so it may give the new one too.
+    let pass_file = a.key_file.as_deref().or(if a.no_register { None } else { a.registration.unlock_key_file.as_deref() });
+    if a.batch && pass_file.is_none() {
         return Err(Failure::usage("--batch needs --key-file (nobody is there to type a passphrase)"));
     }
-    let opts = format_options(&a.format, &a.label)?;
+    let opts = a.format.options(Some(a.label.clone()))?;
+    let registration = init_registration(&a)?;
+    lifecycle::require_root("offdisk init")?;
     let target = lifecycle::resolve_device(&a.device, false)?;
     let check = lifecycle::check_init(&target.disk, a.force)?;
 
@@ -207,13 +168,25 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
             return Ok(exit::USAGE);
         }
     }
-    let pass = passphrase(a.key_file.as_deref(), "Enter the new passphrase: ", true)?;
+    let pass = passphrase(pass_file, "Enter the new passphrase: ", true)?;
+    if let (Some(_), Some(unlock), Some(_)) = (&a.key_file, &a.registration.unlock_key_file, &registration) {
+        if passphrase(Some(unlock), "", false)? != pass {
+            return Err(Failure::usage(format!("--unlock-key-file {} does not hold the new passphrase (--key-file)", unlock.display()))
+                .with_hint("give the same file to both, or only --unlock-key-file"));
+        }
+    }
     let progress = |s: &str| {
         if verbose || !a.batch {
             eprintln!("... {s}");
         }
     };
-    let out = lifecycle::init(&target, &a.label, &opts, &pass, &progress)?;
+    let paths = &a.registration.paths;
+    let out = lifecycle::init(&target, &a.label, &opts, &pass, &progress, |mount, luks_uuid| {
+        registration.as_ref().map(|spec| {
+            progress("registering it as a backup disk");
+            register_mounted(&paths.config, &paths.host_key, luks_uuid, Some(&a.label), mount, spec)
+        })
+    })?;
     // An image is only found by label while attached, so name the image itself.
     let open_as = if target.image.is_some() { a.device.display().to_string() } else { a.label.clone() };
     println!(
@@ -227,7 +200,26 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
     if verbose {
         eprintln!("volume key went to dm-crypt via {:?}", out.key_delivery);
     }
-    Ok(exit::OK)
+    match out.on_mounted {
+        None => Ok(exit::OK),
+        Some(Ok(reg)) => {
+            println!(
+                "Registered it as backup disk {} in {}, unlock by {}; it is backed up whenever it is docked.",
+                reg.name(),
+                paths.config.display(),
+                reg.unlock.as_str()
+            );
+            Ok(exit::OK)
+        }
+        Some(Err(e)) => {
+            let f = Failure::from(e);
+            Err(Failure {
+                message: format!("the disk is ready but registering it failed: {}", f.message),
+                hint: Some(f.hint.unwrap_or_else(|| "fix that, then run `offdisk register` on its LUKS partition".into())),
+                ..f
+            })
+        }
+    }
 }
 
 pub fn run_open(a: OpenArgs, verbose: bool) -> CliResult {

@@ -42,39 +42,72 @@ impl PathArgs {
     }
 }
 
-#[derive(Args, Debug)]
-#[command(after_help = "The disk is unlocked once to write this host's identity record inside it; \
-a later dock checks that record, so a copy of the LUKS header alone is never taken for the disk.")]
-pub struct RegisterArgs {
-    /// The LUKS device (partition, disk or loop device) to register.
-    pub device: PathBuf,
+/// What a registration records: the disk's sources, excludes, retention, unlock method and
+/// mount point, and where the config and host key are. Shared by `offdisk register` and
+/// `offdisk init` (which registers the disk it makes).
+#[derive(Args, Debug, Clone)]
+pub struct RegistrationArgs {
     /// A directory to back up onto the disk (repeatable).
-    #[arg(short, long = "source", value_name = "DIR", required = true)]
+    #[arg(long = "source", value_name = "DIR")]
     pub sources: Vec<PathBuf>,
     /// A pattern to leave out of the backup (repeatable).
     #[arg(short, long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
-    /// Name shown in notifications (default: the LUKS label).
-    #[arg(long)]
-    pub label: Option<String>,
-    /// Unlock unattended with this key file kept on the host, now and at every dock
-    /// (unlock = "key-file"). Without it the passphrase is asked for at each dock.
+    /// Unlock unattended at every dock with this key file kept on the host
+    /// (unlock = "key-file"); it holds a passphrase of the disk. Without it the passphrase is
+    /// asked for at each dock.
     #[arg(long, value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-    /// Read the passphrase for this registration from FILE ("-" for stdin) instead of the terminal.
-    #[arg(long, value_name = "FILE", conflicts_with = "key_file")]
-    pub passphrase_file: Option<PathBuf>,
+    pub unlock_key_file: Option<PathBuf>,
     /// Retention for this disk's generations (unset: the config's defaults).
     #[command(flatten)]
     pub retention: super::backup::RetentionArgs,
     /// Mount the disk here while it is open [default: /run/offdisk/<LUKS UUID>].
     #[arg(long, value_name = "DIR")]
     pub mount_point: Option<PathBuf>,
+    #[command(flatten)]
+    pub paths: PathArgs,
+}
+
+impl RegistrationArgs {
+    /// The registration asked for, with absolute paths: the config wants them, and a key file
+    /// named relative to here would be lost.
+    pub fn spec(&self, label: Option<String>, replace: bool) -> Result<RegisterSpec, Failure> {
+        let absolute = |p: &PathBuf| std::fs::canonicalize(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())));
+        let sources = self.sources.iter().map(absolute).collect::<Result<Vec<_>, _>>()?;
+        let key_file = self.unlock_key_file.as_ref().map(absolute).transpose()?;
+        Ok(RegisterSpec {
+            label,
+            sources,
+            excludes: self.excludes.clone(),
+            key_file,
+            mount_point: self.mount_point.clone(),
+            retention: retention_of(&self.retention),
+            replace,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "The disk is unlocked once to write this host's identity record inside it; \
+a later dock checks that record, so a copy of the LUKS header alone is never taken for the disk.")]
+// register keeps its short -s for --source (init's -s is cryptsetup's --key-size), and its
+// --key-file: the unattended key file is also what unlocks the disk now.
+#[command(mut_arg("sources", |a| a.short('s').required(true)))]
+#[command(mut_arg("unlock_key_file", |a| a.visible_alias("key-file")))]
+pub struct RegisterArgs {
+    /// The LUKS device (partition, disk or loop device) to register.
+    pub device: PathBuf,
+    /// Name shown in notifications (default: the LUKS label).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Read the passphrase for this registration from FILE ("-" for stdin) instead of the terminal.
+    #[arg(long, value_name = "FILE", conflicts_with = "unlock_key_file")]
+    pub passphrase_file: Option<PathBuf>,
     /// Replace an existing registration of the same disk.
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
-    pub paths: PathArgs,
+    pub registration: RegistrationArgs,
 }
 
 #[derive(Args, Debug)]
@@ -124,19 +157,16 @@ pub struct AgentArgs {
 }
 
 pub fn run_register(a: RegisterArgs, _verbose: bool) -> CliResult {
-    let pass = match (&a.key_file, &a.passphrase_file) {
+    let r = &a.registration;
+    let pass = match (&r.unlock_key_file, &a.passphrase_file) {
         (Some(k), _) => read_passphrase(KeySource::File(k)),
         (None, Some(p)) => read_passphrase(KeySource::File(p)),
         (None, None) => read_passphrase(KeySource::Terminal { prompt: "Passphrase of the disk to register: ", confirm: false }),
     }
     .map_err(|e| Failure::new(exit::NO_KEY, format!("reading the passphrase: {e}")))?;
-    // The config wants absolute paths; a key file named relative to here would be lost too.
-    let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())));
-    let sources = a.sources.into_iter().map(absolute).collect::<Result<Vec<_>, _>>()?;
-    let key_file = a.key_file.map(absolute).transpose()?;
-    let spec = RegisterSpec { label: a.label, sources, excludes: a.excludes, key_file, mount_point: a.mount_point, retention: retention_of(&a.retention), replace: a.force };
-    let mut backend = SystemBackend::with_config(&a.paths.config);
-    let reg = register_device(&a.device, &pass, &a.paths.dock_options(), &spec, &mut backend)?;
+    let spec = r.spec(a.label.clone(), a.force)?;
+    let mut backend = SystemBackend::with_config(&r.paths.config);
+    let reg = register_device(&a.device, &pass, &r.paths.dock_options(), &spec, &mut backend)?;
     println!(
         "Registered backup disk {} (LUKS UUID {}), unlock by {}; it is backed up whenever it is docked.",
         reg.name(),

@@ -77,6 +77,54 @@ impl PbkdfArgs {
     }
 }
 
+/// How a new LUKS2 volume is made, with cryptsetup luksFormat's option names, short flags and
+/// defaults. Shared by `offdisk luks format` and `offdisk init`.
+#[derive(Args, Debug, Clone)]
+pub struct LuksFormatArgs {
+    /// Cipher for data and keyslots.
+    #[arg(short = 'c', long, default_value = "aes-xts-plain64")]
+    pub cipher: String,
+    /// Volume key size in bits (512 for aes-xts-plain64 means AES-256).
+    #[arg(short = 's', long, value_name = "BITS", default_value_t = 512)]
+    pub key_size: u32,
+    /// Encryption sector size in bytes: 512, 1024, 2048 or 4096 (default: 4096 for image
+    /// files and 4K-sector disks, 512 for other devices).
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<u32>,
+    /// LUKS2 subsystem.
+    #[arg(long)]
+    pub subsystem: Option<String>,
+    /// Use this UUID instead of a random one.
+    #[arg(long)]
+    pub uuid: Option<String>,
+    #[command(flatten)]
+    pub pbkdf: PbkdfArgs,
+}
+
+impl LuksFormatArgs {
+    /// The LUKS layer's format options, with the LUKS2 `label`.
+    pub fn options(&self, label: Option<String>) -> Result<FormatOptions, Failure> {
+        if self.key_size == 0 || self.key_size % 8 != 0 {
+            return Err(Failure::usage("--key-size is in bits and must be a multiple of 8"));
+        }
+        if let Some(ss) = self.sector_size {
+            if !(512..=4096).contains(&ss) || !ss.is_power_of_two() {
+                return Err(Failure::usage("--sector-size must be 512, 1024, 2048 or 4096"));
+            }
+        }
+        Ok(FormatOptions {
+            pbkdf: self.pbkdf.options()?,
+            cipher: self.cipher.clone(),
+            key_size_bits: self.key_size,
+            sector_size: self.sector_size,
+            label,
+            subsystem: self.subsystem.clone(),
+            uuid: self.uuid.clone(),
+            volume_key: None,
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct FormatArgs {
     /// Device or image file.
@@ -90,26 +138,11 @@ pub struct FormatArgs {
     /// LUKS version to write (only luks2).
     #[arg(short = 'M', long = "type", value_name = "luks2", default_value = "luks2")]
     pub luks_type: String,
-    /// Cipher for data and keyslots.
-    #[arg(short = 'c', long, default_value = "aes-xts-plain64")]
-    pub cipher: String,
-    /// Volume key size in bits.
-    #[arg(short = 's', long, value_name = "BITS", default_value_t = 512)]
-    pub key_size: u32,
-    /// Encryption sector size in bytes (default: 4096 for image files, 512 for devices).
-    #[arg(long, value_name = "BYTES")]
-    pub sector_size: Option<u32>,
     /// LUKS2 label.
     #[arg(long)]
     pub label: Option<String>,
-    /// LUKS2 subsystem.
-    #[arg(long)]
-    pub subsystem: Option<String>,
-    /// Use this UUID instead of a random one.
-    #[arg(long)]
-    pub uuid: Option<String>,
     #[command(flatten)]
-    pub pbkdf: PbkdfArgs,
+    pub format: LuksFormatArgs,
 }
 
 #[derive(Args, Debug)]
@@ -284,16 +317,7 @@ fn run_format(a: FormatArgs, verbose: bool) -> CliResult {
     if a.luks_type != "luks2" {
         return Err(Failure::usage(format!("--type {}: offdisk formats only luks2", a.luks_type)));
     }
-    let opts = FormatOptions {
-        pbkdf: a.pbkdf.options()?,
-        cipher: a.cipher.clone(),
-        key_size_bits: a.key_size,
-        sector_size: a.sector_size,
-        label: a.label.clone(),
-        subsystem: a.subsystem.clone(),
-        uuid: a.uuid.clone(),
-        volume_key: None,
-    };
+    let opts = a.format.options(a.label.clone())?;
     let lock = open_device(&a.image, true)?;
     let dev: &File = &lock;
     confirm(a.batch, &format!("WARNING!\n========\nThis will overwrite data on {} irrevocably.", a.image.display()))?;

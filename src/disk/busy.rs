@@ -73,6 +73,30 @@ fn parse_hex_dev(s: &str) -> Option<(u32, u32)> {
     Some((u32::from_str_radix(a, 16).ok()?, u32::from_str_radix(b, 16).ok()?))
 }
 
+/// Processes holding the block device node (major, minor) itself open (e.g. `dd of=/dev/dm-0`).
+pub fn openers_of_node(dev: (u32, u32)) -> Vec<Holder> {
+    use std::os::unix::fs::FileTypeExt;
+    let want = nix::sys::stat::makedev(dev.0 as _, dev.1 as _);
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::metadata(fd.path()).map(|m| m.file_type().is_block_device() && m.rdev() == want).unwrap_or(false)
+        });
+        if holds {
+            let command = std::fs::read_to_string(p.path().join("comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
+            out.push(Holder { pid, command, how: "device node open" });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,28 +130,4 @@ mod tests {
         assert_eq!(h.command, "sleep");
         assert!(found.iter().all(|h| h.pid != std::process::id()));
     }
-}
-
-/// Processes holding the block device node (major, minor) itself open (e.g. `dd of=/dev/dm-0`).
-pub fn openers_of_node(dev: (u32, u32)) -> Vec<Holder> {
-    use std::os::unix::fs::FileTypeExt;
-    let want = nix::sys::stat::makedev(dev.0 as _, dev.1 as _);
-    let me = std::process::id();
-    let mut out = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::metadata(fd.path()).map(|m| m.file_type().is_block_device() && m.rdev() == want).unwrap_or(false)
-        });
-        if holds {
-            let command = std::fs::read_to_string(p.path().join("comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
-            out.push(Holder { pid, command, how: "device node open" });
-        }
-    }
-    out
 }

@@ -337,18 +337,28 @@ impl Drop for MappingGuard {
     }
 }
 
-/// What `init` made.
+/// What `init` made; `on_mounted` is what the caller's step on the new filesystem returned.
 #[derive(Debug)]
-pub struct InitOutcome {
+pub struct InitOutcome<R> {
     pub partition: PathBuf,
     pub luks_uuid: String,
     pub key_delivery: dm::KeyDelivery,
+    pub on_mounted: R,
 }
 
 /// Makes `target` a backup disk: GPT with one LUKS partition, LUKS2 (format options and
 /// passphrase given), ext4 labelled `label`, the top-level layout, then closes everything.
+/// While the new filesystem is mounted, `on_mounted(mount dir, LUKS UUID)` runs (registration);
+/// its result, success or not, comes back in the outcome: the disk is made either way.
 /// Call `check_init` first.
-pub fn init(target: &Target, label: &str, opts: &luks::FormatOptions, pass: &Passphrase, progress: &dyn Fn(&str)) -> Result<InitOutcome, DiskError> {
+pub fn init<R>(
+    target: &Target,
+    label: &str,
+    opts: &luks::FormatOptions,
+    pass: &Passphrase,
+    progress: &dyn Fn(&str),
+    on_mounted: impl FnOnce(&Path, &str) -> R,
+) -> Result<InitOutcome<R>, DiskError> {
     let disk = &target.disk;
     let dev = OpenOptions::new().read(true).write(true).open(&disk.path).map_err(io_at(&disk.path))?;
     let size = dm::ioctl::block_size_bytes(&dev).map_err(io_at(&disk.path))?;
@@ -395,28 +405,32 @@ pub fn init(target: &Target, label: &str, opts: &luks::FormatOptions, pass: &Pas
 
     progress("making the ext4 filesystem");
     mkfs::mkfs_ext4(&mapped.path, label).map_err(DiskError::Mkfs)?;
-    make_layout(&mapped.path)?;
+    let on_mounted = make_layout(&mapped.path, |dir| on_mounted(dir, &uuid))?;
     guard.disarm();
     dm::deactivate(&name)?;
     flush_disk(&disk.path);
-    Ok(InitOutcome { partition: part_path, luks_uuid: uuid, key_delivery: mapped.key_delivery })
+    Ok(InitOutcome { partition: part_path, luks_uuid: uuid, key_delivery: mapped.key_delivery, on_mounted })
 }
 
-/// Mounts the new filesystem on a private directory and makes the top-level layout.
-fn make_layout(device: &Path) -> Result<(), DiskError> {
+/// Mounts the new filesystem on a private directory, makes the top-level layout, runs
+/// `on_mounted` there, syncs and unmounts.
+fn make_layout<R>(device: &Path, on_mounted: impl FnOnce(&Path) -> R) -> Result<R, DiskError> {
     let dir = PathBuf::from(format!("/run/offdisk-init-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
     let r = (|| {
         mount::mount_ext4(device, &dir, false).map_err(|err| DiskError::Mount { device: device.into(), dir: dir.clone(), err })?;
-        let made = (|| -> io::Result<()> {
+        let made = (|| -> io::Result<R> {
             for d in super::TOP_LEVEL_DIRS {
                 std::fs::create_dir_all(dir.join(d))?;
             }
-            nix::unistd::syncfs(&File::open(&dir)?).map_err(io::Error::from)
+            let r = on_mounted(&dir);
+            nix::unistd::syncfs(&File::open(&dir)?).map_err(io::Error::from)?;
+            Ok(r)
         })();
         let un = mount::unmount(&dir);
-        made.map_err(io_at(&dir))?;
-        un.map_err(io_at(&dir))
+        let r = made.map_err(io_at(&dir))?;
+        un.map_err(io_at(&dir))?;
+        Ok(r)
     })();
     let _ = std::fs::remove_dir(&dir);
     r
@@ -690,12 +704,12 @@ fn identity_of(d: &sysfs::BlockDevice) -> Option<(u16, String, Option<String>)> 
 
 /// The mapping held on a device, from sysfs (works without root).
 fn holder_mapping(d: &sysfs::BlockDevice) -> Option<(String, (u32, u32))> {
-    for h in &d.holders {
+    // The first holder that is a device-mapper mapping (has a dm name).
+    d.holders.iter().find_map(|h| {
         let name = std::fs::read_to_string(format!("/sys/class/block/{h}/dm/name")).ok()?;
         let dev = sysfs::parse_dev(&std::fs::read_to_string(format!("/sys/class/block/{h}/dev")).ok()?)?;
-        return Some((name.trim().to_string(), dev));
-    }
-    None
+        Some((name.trim().to_string(), dev))
+    })
 }
 
 /// Every disk present with its LUKS volumes and their open/mounted state.

@@ -10,6 +10,10 @@ pub mod mount;
 pub mod probe;
 pub mod sysfs;
 
-/// Directories made at the top of a new backup filesystem. `backups/` holds the dated
-/// generations the backup engine writes; `.offdisk/` holds its per-disk state (ledger).
-pub const TOP_LEVEL_DIRS: &[&str] = &["backups", ".offdisk"];
+/// Directories made at the top of a new backup filesystem: the backup engine's
+/// `generations/` (where `offdisk dock` and `offdisk backup` write the dated generations) and
+/// `.offdisk/`, offdisk's own state on the disk (the hosts' identity records).
+pub const TOP_LEVEL_DIRS: &[&str] = &[crate::backup::generation::GENERATIONS_DIR, OFFDISK_STATE_DIR];
+
+/// offdisk's own directory at the top of a backup filesystem.
+pub const OFFDISK_STATE_DIR: &str = ".offdisk";

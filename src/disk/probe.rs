@@ -44,7 +44,7 @@ impl std::fmt::Display for Signature {
     }
 }
 
-fn at<'a>(buf: &'a [u8], off: usize, len: usize) -> Option<&'a [u8]> {
+fn at(buf: &[u8], off: usize, len: usize) -> Option<&[u8]> {
     buf.get(off..off.checked_add(len)?)
 }
 

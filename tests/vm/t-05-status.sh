@@ -2,7 +2,7 @@
 . "$VMDIR/lib.sh"
 
 img=$(new_image t5 96)
-"$OFFDISK" init --batch --key-file "$PW" "${FAST_OD[@]}" --label LISTME "$img" >/dev/null 2>&1
+"$OFFDISK" init --batch --key-file "$PW" "${FAST_OD[@]}" --label LISTME --no-register "$img" >/dev/null 2>&1
 "$OFFDISK" open --key-file "$PW" "$img" --mount >/dev/null
 loop=$(losetup -j "$img" | cut -d: -f1)
 uuid=$(cryptsetup luksUUID "${loop}p1")

@@ -14,19 +14,19 @@ case "$list" in *"$disk"*"serial OD-TEST-0001"*) ok list-shows-serial ;; *) noto
 case "$list" in *"$disk"*"blank or unknown"*) ok list-shows-blank-disk ;; *) notok list-shows-blank-disk "$list" ;; esac
 
 # Typing the wrong label cancels; nothing is written.
-out=$(echo "WRONG" | "$OFFDISK" init --key-file "$PW" "${FAST_OD[@]}" --label REAL1 "$disk" 2>&1); rc=$?
+out=$(echo "WRONG" | "$OFFDISK" init --key-file "$PW" "${FAST_OD[@]}" --label REAL1 --no-register "$disk" 2>&1); rc=$?
 [ "$rc" -ne 0 ] && ok init-wrong-confirmation-cancels || notok init-wrong-confirmation-cancels "exit 0"
 case "$out" in *"167.8 MB"*"$model"*"OD-TEST-0001"*) ok init-shows-model-and-size ;; *) notok init-shows-model-and-size "$out" ;; esac
 expect_eq init-cancel-writes-nothing "$(blkid -p -o value -s PTTYPE "$disk")" ""
 
 # Typing the label goes ahead.
-out=$(echo "REAL1" | "$OFFDISK" init --key-file "$PW" "${FAST_OD[@]}" --label REAL1 "$disk" 2>&1); rc=$?
+out=$(echo "REAL1" | "$OFFDISK" init --key-file "$PW" "${FAST_OD[@]}" --label REAL1 --no-register "$disk" 2>&1); rc=$?
 expect_eq init-real-disk "$rc" 0
 [ "$rc" -eq 0 ] || echo "# $out"
 udevadm settle
 check open-real-disk-by-label "$OFFDISK" open --key-file "$PW" REAL1 --mount
-echo "on the real disk" > /media/REAL1/backups/f && sync
-expect_eq read-back-real-disk "$(cat /media/REAL1/backups/f)" "on the real disk"
+echo "on the real disk" > /media/REAL1/generations/f && sync
+expect_eq read-back-real-disk "$(cat /media/REAL1/generations/f)" "on the real disk"
 st=$("$OFFDISK" status --json)
 case "$st" in *"\"model\": \"$model\""*"\"label\": \"REAL1\""*) ok status-json-model-label ;; *) notok status-json-model-label "$st" ;; esac
 out=$("$OFFDISK" close REAL1 --power-off 2>&1); rc=$?

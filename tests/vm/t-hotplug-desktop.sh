@@ -13,7 +13,7 @@ echo desk > "$HP/src/file.txt"
 P=(--config "$HP/etc/config.toml" --host-key "$HP/etc/host.key" --run-dir "$HP/run" --state "$HP/state.json")
 
 img=$(new_image hp-desk 64)
-"$OFFDISK" init --batch --key-file "$PW" "${FAST_OD[@]}" --label DESKDISK "$img" >/dev/null 2>&1
+"$OFFDISK" init --batch --key-file "$PW" "${FAST_OD[@]}" --label DESKDISK --no-register "$img" >/dev/null 2>&1
 loop=$(losetup -P -f --show "$img"); udevadm settle
 "$OFFDISK" register "${loop}p1" --source "$HP/src" --passphrase-file "$PW" --mount-point "$HP/mnt" "${P[@]}" >/dev/null 2>&1 \
   && ok hotplug-desktop-register || notok hotplug-desktop-register "register failed"

@@ -41,7 +41,7 @@ gen_count() { ls "$1/generations" 2>/dev/null | grep -vc '^\.'; }
 
 # --- a registered disk ----------------------------------------------------------------
 img=$(new_image hp-reg 64)
-"$OFFDISK" init --batch --key-file "$PW" "${FAST_OD[@]}" --label HPDISK "$img" >/dev/null 2>&1
+"$OFFDISK" init --batch --key-file "$PW" "${FAST_OD[@]}" --label HPDISK --no-register "$img" >/dev/null 2>&1
 loop=$(losetup -P -f --show "$img"); udevadm settle
 out=$("$OFFDISK" register "${loop}p1" --source "$HP/src" --passphrase-file "$PW" --mount-point "$HP/mnt" "${P[@]}" 2>&1); rc=$?
 expect_eq hotplug-register-exit "$rc" 0; [ "$rc" -eq 0 ] || echo "# $out"
@@ -111,7 +111,7 @@ losetup -d "$loop"; udevadm settle
 
 # --- an unregistered LUKS disk ----------------------------------------------------------
 img2=$(new_image hp-unreg 64)
-"$OFFDISK" init --batch --key-file "$PW" "${FAST_OD[@]}" --label STRANGER "$img2" >/dev/null 2>&1
+"$OFFDISK" init --batch --key-file "$PW" "${FAST_OD[@]}" --label STRANGER --no-register "$img2" >/dev/null 2>&1
 sum_before=$(sha256sum < "$img2")
 printf '+correct horse\n' > "$HP/ans3"
 $AGENT "$ASKDIR" "$HP/ans3" "$HP/agent3.log" & apid=$!
