@@ -11,7 +11,7 @@ bash tests/deps.sh || { echo "installing test dependencies failed"; exit 1; }
 
 log=$(mktemp)
 status=0
-cargo test --all-targets 2>&1 | tee "$log"
+cargo test --all-targets --no-fail-fast 2>&1 | tee "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 # dm-crypt and offdisk's ciphers reading each other's data sectors (boots its own VM).
 cargo test --test luks_vm_data -- --ignored 2>&1 | tee -a "$log"
