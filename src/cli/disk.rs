@@ -30,10 +30,11 @@ pub struct InitArgs {
     /// Erase the disk even if it holds a filesystem, LUKS header or partition table.
     #[arg(long)]
     pub force: bool,
-    /// Do not ask for confirmation (the passphrase must come from --key-file).
+    /// Do not ask for confirmation (the passphrase must come from --key-file or --unlock-key-file).
     #[arg(long, short = 'q')]
     pub batch: bool,
-    /// Read the new passphrase from this file ("-": standard input) instead of the terminal.
+    /// Read the new passphrase from this file ("-": standard input) instead of the terminal, as
+    /// cryptsetup does. (A key file kept for unattended unlock at each dock is --unlock-key-file.)
     #[arg(long, short = 'd')]
     pub key_file: Option<PathBuf>,
     #[command(flatten)]
@@ -138,9 +139,9 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
         return Err(Failure::usage("the label must be 1-16 bytes without '/' (it is also the ext4 label)"));
     }
     // The unattended-unlock key file holds the passphrase, so it may give the new one too.
-    let pass_file = a.key_file.as_deref().or(if a.no_register { None } else { a.registration.unlock_key_file.as_deref() });
+    let pass_file = a.key_file.as_deref().or(a.registration.unlock_key_file.as_deref());
     if a.batch && pass_file.is_none() {
-        return Err(Failure::usage("--batch needs --key-file (nobody is there to type a passphrase)"));
+        return Err(Failure::usage("--batch needs --key-file or --unlock-key-file (nobody is there to type a passphrase)"));
     }
     let opts = a.format.options(Some(a.label.clone()))?;
     let registration = init_registration(&a)?;
