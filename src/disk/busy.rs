@@ -19,9 +19,8 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// Processes using files on the filesystem whose st_dev is `dev` (major, minor).
-pub fn holders_of(dev: (u32, u32)) -> Vec<Holder> {
-    let want = nix::sys::stat::makedev(dev.0 as _, dev.1 as _);
+/// Every other process in /proc, with what `how` says it holds (`None`: nothing), by pid.
+fn scan_processes(mut how: impl FnMut(&Path) -> Option<&'static str>) -> Vec<Holder> {
     let me = std::process::id();
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else { return out };
@@ -31,31 +30,32 @@ pub fn holders_of(dev: (u32, u32)) -> Vec<Holder> {
             continue;
         }
         let base = p.path();
-        let command = std::fs::read_to_string(base.join("comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
-        let on_dev = |path: &Path| std::fs::metadata(path).map(|m| m.dev() == want).unwrap_or(false);
-        let mut how = None;
-        if on_dev(&base.join("cwd")) {
-            how = Some("working directory");
-        } else if on_dev(&base.join("root")) {
-            how = Some("root directory");
-        } else if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
-            if fds.flatten().any(|fd| on_dev(&fd.path())) {
-                how = Some("open file");
-            }
-        }
-        if how.is_none() {
-            if let Ok(maps) = std::fs::read_to_string(base.join("maps")) {
-                if maps_mention(&maps, dev) {
-                    how = Some("mapped file");
-                }
-            }
-        }
-        if let Some(how) = how {
+        if let Some(how) = how(&base) {
+            let command = std::fs::read_to_string(base.join("comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
             out.push(Holder { pid, command, how });
         }
     }
     out.sort_by_key(|h| h.pid);
     out
+}
+
+/// Processes using files on the filesystem whose st_dev is `dev` (major, minor).
+pub fn holders_of(dev: (u32, u32)) -> Vec<Holder> {
+    let want = nix::sys::stat::makedev(dev.0 as _, dev.1 as _);
+    let on_dev = |path: &Path| std::fs::metadata(path).map(|m| m.dev() == want).unwrap_or(false);
+    scan_processes(|base| {
+        if on_dev(&base.join("cwd")) {
+            Some("working directory")
+        } else if on_dev(&base.join("root")) {
+            Some("root directory")
+        } else if std::fs::read_dir(base.join("fd")).is_ok_and(|fds| fds.flatten().any(|fd| on_dev(&fd.path()))) {
+            Some("open file")
+        } else if std::fs::read_to_string(base.join("maps")).is_ok_and(|maps| maps_mention(&maps, dev)) {
+            Some("mapped file")
+        } else {
+            None
+        }
+    })
 }
 
 /// Whether a /proc/PID/maps text maps a file from device `dev` (its field is "MAJ:MIN" in hex).
@@ -77,24 +77,13 @@ fn parse_hex_dev(s: &str) -> Option<(u32, u32)> {
 pub fn openers_of_node(dev: (u32, u32)) -> Vec<Holder> {
     use std::os::unix::fs::FileTypeExt;
     let want = nix::sys::stat::makedev(dev.0 as _, dev.1 as _);
-    let me = std::process::id();
-    let mut out = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::metadata(fd.path()).map(|m| m.file_type().is_block_device() && m.rdev() == want).unwrap_or(false)
-        });
-        if holds {
-            let command = std::fs::read_to_string(p.path().join("comm")).map(|s| s.trim_end().to_string()).unwrap_or_default();
-            out.push(Holder { pid, command, how: "device node open" });
-        }
-    }
-    out
+    let is_node = |path: &Path| {
+        std::fs::metadata(path).map(|m| m.file_type().is_block_device() && m.rdev() == want).unwrap_or(false)
+    };
+    scan_processes(|base| {
+        let holds = std::fs::read_dir(base.join("fd")).is_ok_and(|fds| fds.flatten().any(|fd| is_node(&fd.path())));
+        holds.then_some("device node open")
+    })
 }
 
 #[cfg(test)]
