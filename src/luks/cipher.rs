@@ -135,41 +135,18 @@ impl SectorCipher {
 
     /// Decrypts whole sectors in place; the first sector's IV is `first_iv` (512-byte units).
     pub fn decrypt(&self, data: &mut [u8], sector_size: usize, first_iv: u64) -> Result<(), LuksError> {
-        Self::check(data, sector_size)?;
-        let step = (sector_size / 512) as u64;
-        for (i, sector) in data.chunks_exact_mut(sector_size).enumerate() {
-            let ivs = first_iv.wrapping_add(i as u64 * step);
-            let iv = self.iv(ivs);
-            match &self.mode {
-                Mode::Xts(x) => {
-                    let t = aes::Block::from(iv);
-                    match x {
-                        Xts::X128(c) => c.decrypt_sector(sector, t),
-                        Xts::X192(c) => c.decrypt_sector(sector, t),
-                        Xts::X256(c) => c.decrypt_sector(sector, t),
-                    }
-                }
-                Mode::Cbc(aes, _) => {
-                    let mut prev = iv;
-                    for chunk in sector.chunks_exact_mut(16) {
-                        let mut block = [0u8; 16];
-                        block.copy_from_slice(chunk);
-                        let this_ct = block;
-                        aes.decrypt(&mut block);
-                        for (b, p) in block.iter_mut().zip(&prev) {
-                            *b ^= p;
-                        }
-                        chunk.copy_from_slice(&block);
-                        prev = this_ct;
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.each_sector(data, sector_size, first_iv, Direction::Decrypt)
     }
 
     /// Encrypts whole sectors in place; see `decrypt`.
     pub fn encrypt(&self, data: &mut [u8], sector_size: usize, first_iv: u64) -> Result<(), LuksError> {
+        self.each_sector(data, sector_size, first_iv, Direction::Encrypt)
+    }
+
+    /// Runs every sector through the cipher with its own IV. CBC chaining is done here rather
+    /// than with the `cbc` crate, whose modes take the key schedule by value: that would mean
+    /// cloning the expanded AES key for every 512-byte sector.
+    fn each_sector(&self, data: &mut [u8], sector_size: usize, first_iv: u64, dir: Direction) -> Result<(), LuksError> {
         Self::check(data, sector_size)?;
         let step = (sector_size / 512) as u64;
         for (i, sector) in data.chunks_exact_mut(sector_size).enumerate() {
@@ -177,10 +154,13 @@ impl SectorCipher {
             match &self.mode {
                 Mode::Xts(x) => {
                     let t = aes::Block::from(iv);
-                    match x {
-                        Xts::X128(c) => c.encrypt_sector(sector, t),
-                        Xts::X192(c) => c.encrypt_sector(sector, t),
-                        Xts::X256(c) => c.encrypt_sector(sector, t),
+                    match (x, dir) {
+                        (Xts::X128(c), Direction::Decrypt) => c.decrypt_sector(sector, t),
+                        (Xts::X192(c), Direction::Decrypt) => c.decrypt_sector(sector, t),
+                        (Xts::X256(c), Direction::Decrypt) => c.decrypt_sector(sector, t),
+                        (Xts::X128(c), Direction::Encrypt) => c.encrypt_sector(sector, t),
+                        (Xts::X192(c), Direction::Encrypt) => c.encrypt_sector(sector, t),
+                        (Xts::X256(c), Direction::Encrypt) => c.encrypt_sector(sector, t),
                     }
                 }
                 Mode::Cbc(aes, _) => {
@@ -188,17 +168,37 @@ impl SectorCipher {
                     for chunk in sector.chunks_exact_mut(16) {
                         let mut block = [0u8; 16];
                         block.copy_from_slice(chunk);
-                        for (b, p) in block.iter_mut().zip(&prev) {
-                            *b ^= p;
+                        match dir {
+                            Direction::Decrypt => {
+                                let ciphertext = block;
+                                aes.decrypt(&mut block);
+                                xor_into(&mut block, &prev);
+                                prev = ciphertext;
+                            }
+                            Direction::Encrypt => {
+                                xor_into(&mut block, &prev);
+                                aes.encrypt(&mut block);
+                                prev = block;
+                            }
                         }
-                        aes.encrypt(&mut block);
                         chunk.copy_from_slice(&block);
-                        prev = block;
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    Encrypt,
+    Decrypt,
+}
+
+fn xor_into(block: &mut [u8; 16], other: &[u8; 16]) {
+    for (b, o) in block.iter_mut().zip(other) {
+        *b ^= o;
     }
 }
 
