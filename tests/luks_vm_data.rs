@@ -18,6 +18,42 @@ use std::process::Command;
 
 const REGION: usize = 2 << 20;
 
+/// The kernel the VM boots: `OFFDISK_VM_KERNEL`, else the newest installed `/boot/vmlinuz-*`
+/// (as `tests/vm/run.sh` picks it), never a pinned version that a package update removes.
+fn newest_kernel() -> std::path::PathBuf {
+    if let Some(k) = std::env::var_os("OFFDISK_VM_KERNEL") {
+        return k.into();
+    }
+    let mut kernels: Vec<String> = std::fs::read_dir("/boot")
+        .expect("/boot readable")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("vmlinuz-"))
+        .collect();
+    kernels.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    let newest = kernels.pop().expect("a kernel in /boot (Debian package linux-image-amd64)");
+    Path::new("/boot").join(newest)
+}
+
+/// `sort -V` in miniature: digit runs compare as numbers, everything else as text.
+fn version_key(name: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut chars = name.chars().peekable();
+    while chars.peek().is_some() {
+        let mut text = String::new();
+        while let Some(c) = chars.peek().filter(|c| !c.is_ascii_digit()) {
+            text.push(*c);
+            chars.next();
+        }
+        let mut num = String::new();
+        while let Some(c) = chars.peek().filter(|c| c.is_ascii_digit()) {
+            num.push(*c);
+            chars.next();
+        }
+        key.push((text, num.parse().unwrap_or(0)));
+    }
+    key
+}
+
 fn pattern(seed: u32) -> Vec<u8> {
     let mut x = seed;
     (0..REGION)
@@ -103,7 +139,9 @@ echo VM-DONE
     );
     std::fs::write(base.join("run.sh"), script).unwrap();
     let out = Command::new("vng")
-        .args(["--disable-kvm", "--run", "/boot/vmlinuz-6.1.0-56-amd64", "--memory", "2G", "--rwdir"])
+        .args(["--disable-kvm", "--run"])
+        .arg(newest_kernel())
+        .args(["--memory", "2G", "--rwdir"])
         .arg(&base)
         .arg("--exec")
         .arg(format!("bash {}/run.sh", base.display()))
