@@ -1,6 +1,8 @@
 //! offdisk: turn a removable disk into an encrypted off-site backup disk and keep it current.
 //!
 //! Layers, bottom up:
+//! - [`fsaccess`]: every file reached through an open directory handle, no link followed;
+//!   bounded state-file reads and atomic writes (used by everything that touches a filesystem).
 //! - [`secret`]: zeroize-on-drop, locked-memory types for passphrases and keys.
 //! - [`luks`]: LUKS1/LUKS2 on-disk format in pure Rust (parse, unlock, format, keyslots).
 //! - [`dm`]: the kernel device-mapper through its ioctls (dm-crypt tables, keyring).
@@ -16,6 +18,7 @@ pub mod config;
 pub mod disk;
 pub mod dm;
 pub mod error;
+pub mod fsaccess;
 pub mod hotplug;
 pub mod luks;
 pub mod secret;
