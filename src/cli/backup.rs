@@ -1,6 +1,6 @@
 //! `offdisk backup/verify/generations/restore` (owned by the backup work).
 
-use super::{CliResult, Failure};
+use super::{count, CliResult, Failure};
 use crate::backup::{self, retention::Retention, walk};
 use crate::config::{Config, DiskConfig, Ledger, LedgerGeneration};
 use crate::error::exit;
@@ -315,20 +315,20 @@ pub fn run_backup(a: BackupArgs, verbose: bool) -> CliResult {
         let i = &s.info;
         let rate = if i.seconds > 0.0 { i.new_bytes as f64 / i.seconds } else { 0.0 };
         let mut line = format!(
-            "backup {}: {} files, {} ({} new, {} files linked) in {:.1} s, {}/s",
+            "backup {}: {}, {} ({} new, {} linked) in {:.1} s, {}/s",
             i.name,
-            i.files,
+            count(i.files as usize, "file", "files"),
             human_bytes(i.bytes),
             human_bytes(i.new_bytes),
-            i.linked_files,
+            count(i.linked_files as usize, "file", "files"),
             i.seconds,
             human_bytes(rate as u64)
         );
         if !s.pruned.is_empty() {
-            line.push_str(&format!("; pruned {} in {:.1} s", s.pruned.len(), s.prune_seconds));
+            line.push_str(&format!("; pruned {} in {:.1} s", count(s.pruned.len(), "generation", "generations"), s.prune_seconds));
         }
         if !s.warnings.is_empty() {
-            line.push_str(&format!("; {} warnings", s.warnings.len()));
+            line.push_str(&format!("; {}", count(s.warnings.len(), "warning", "warnings")));
         }
         println!("{line}");
     }
@@ -351,14 +351,15 @@ pub fn run_verify(a: VerifyArgs, _verbose: bool) -> CliResult {
         for p in &report.problems {
             println!("{p}");
         }
-        eprintln!(
-            "verify: {} generations, {} files, {} ({} read) in {:.1} s: {}",
-            report.generations.len(),
-            report.files,
+        // The summary is the result, so it goes to standard output as backup's does.
+        println!(
+            "verify: {}, {}, {} ({} read) in {:.1} s: {}",
+            count(report.generations.len(), "generation", "generations"),
+            count(report.files as usize, "file", "files"),
             human_bytes(report.bytes),
             human_bytes(report.bytes_read),
             started.elapsed().as_secs_f64(),
-            if report.problems.is_empty() { "all good".to_string() } else { format!("{} problems", report.problems.len()) }
+            if report.problems.is_empty() { "all good".to_string() } else { count(report.problems.len(), "problem", "problems") }
         );
     }
     Ok(if report.problems.is_empty() { exit::OK } else { exit::USAGE })
@@ -435,12 +436,12 @@ pub fn run_restore(a: RestoreArgs, _verbose: bool) -> CliResult {
             eprintln!("offdisk: warning: {w}");
         }
         println!(
-            "restore from {}: {} files, {} into {}{}",
+            "restore from {}: {}, {} into {}{}",
             s.generation,
-            s.stats.files,
+            count(s.stats.files as usize, "file", "files"),
             human_bytes(s.stats.bytes),
             a.to.display(),
-            if s.warnings.is_empty() { String::new() } else { format!("; {} warnings", s.warnings.len()) }
+            if s.warnings.is_empty() { String::new() } else { format!("; {}", count(s.warnings.len(), "warning", "warnings")) }
         );
     }
     Ok(if s.warnings.is_empty() { exit::OK } else { exit::USAGE })

@@ -187,6 +187,14 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
             progress("registering it as a backup disk");
             register_mounted(&paths.config, &paths.host_key, luks_uuid, Some(&a.label), mount, spec)
         })
+    })
+    .map_err(|e| {
+        // Name what the user typed: the image file, not only the loop device it is on.
+        let f = Failure::from(e);
+        match &target.image {
+            Some(img) => Failure { message: format!("init of {} (on {}) failed: {}", img.display(), target.disk.path.display(), f.message), ..f },
+            None => Failure { message: format!("init of {} failed: {}", target.disk.path.display(), f.message), ..f },
+        }
     })?;
     // An image is only found by label while attached, so name the image itself.
     let open_as = if target.image.is_some() { a.device.display().to_string() } else { a.label.clone() };
@@ -305,8 +313,11 @@ fn print_reports(reports: &[lifecycle::DiskReport], all: bool) {
         }
         println!("{line}");
         if r.volumes.is_empty() {
-            let c = if r.contents.is_empty() { "blank or unknown".to_string() } else { r.contents.join(", ") };
-            println!("  {c}");
+            let c = if r.contents.is_empty() { None } else { Some(r.contents.join(", ")) };
+            match (r.in_use.is_empty(), c) {
+                (true, c) => println!("  {}", c.unwrap_or_else(|| "blank or unknown".into())),
+                (false, c) => println!("  in use: {}{}", r.in_use.join(", "), c.map(|c| format!(" ({c})")).unwrap_or_default()),
+            }
         }
         for v in &r.volumes {
             let ver = if v.luks_version == 0 { "LUKS".to_string() } else { format!("LUKS{}", v.luks_version) };
@@ -364,7 +375,11 @@ fn known_disks(config: &crate::config::Config, reports: &[lifecycle::DiskReport]
 }
 
 pub fn run_status(a: StatusArgs, _verbose: bool) -> CliResult {
-    let config = crate::config::Config::load_default(a.config.as_deref())?;
+    // No config file yet is the same as nothing registered yet.
+    let config = match crate::config::Config::load_default(a.config.as_deref()) {
+        Err(crate::config::ConfigError::NotFound(_)) => crate::config::Config::default(),
+        r => r?,
+    };
     let reports: Vec<_> = lifecycle::report().into_iter().filter(|r| !r.volumes.is_empty()).collect();
     let known = known_disks(&config, &reports);
     if a.json {
@@ -372,7 +387,12 @@ pub fn run_status(a: StatusArgs, _verbose: bool) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(exit::OK);
     }
-    if !known.is_empty() {
+    if known.is_empty() {
+        println!("No backup disks registered yet.");
+        println!("  Make one: offdisk init DEVICE --label NAME --source DIR   (e.g. offdisk init /dev/sdb --label OFFSITE1 --source /home)");
+        println!("  Or register a LUKS disk you already have: offdisk register DEVICE --source DIR");
+        println!();
+    } else {
         println!("Registered backup disks:");
         for k in &known {
             let state = match (&k.present, &k.mapping, k.mount_points.first()) {

@@ -101,6 +101,11 @@ impl<E: Diagnose> From<E> for Failure {
 
 pub type CliResult = Result<i32, Failure>;
 
+/// "1 problem", "2 problems": a count with its noun in the right number.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Parses the command line, runs it, prints any error, and returns the exit status.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -116,8 +121,10 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("offdisk: {}", f.message);
-            if let Some(h) = f.hint {
+            // No raw "(os error N)" reaches people: a sentence, and a hint when there was none.
+            let (message, os_hint) = crate::error::plain_os_errors(&f.message);
+            eprintln!("offdisk: {message}");
+            if let Some(h) = f.hint.or(os_hint) {
                 eprintln!("  hint: {h}");
             }
             f.code
@@ -162,27 +169,119 @@ pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let cmd = Cli::command();
     let mut written = Vec::new();
-    let mut page = |cmd: &clap::Command, name: String| -> std::io::Result<()> {
+    let mut page = |cmd: &clap::Command, words: &[&str]| -> std::io::Result<()> {
+        let name = words.join("-");
         if !HAND_WRITTEN_PAGES.contains(&name.as_str()) {
-            render_page(dir, cmd, &name)?;
+            render_page(dir, cmd, words)?;
             written.push(format!("{name}.8"));
         }
         Ok(())
     };
-    page(&cmd, "offdisk".to_string())?;
+    page(&cmd, &["offdisk"])?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        page(sub, format!("offdisk-{}", sub.get_name()))?;
+        page(sub, &["offdisk", sub.get_name()])?;
         for subsub in sub.get_subcommands().filter(|s| !s.is_hide_set()) {
-            page(subsub, format!("offdisk-{}-{}", sub.get_name(), subsub.get_name()))?;
+            page(subsub, &["offdisk", sub.get_name(), subsub.get_name()])?;
         }
     }
     Ok(written)
 }
 
-fn render_page(dir: &std::path::Path, cmd: &clap::Command, name: &str) -> std::io::Result<()> {
-    let cmd = cmd.clone().name(name.to_string().leak() as &str);
-    let man = clap_mangen::Man::new(cmd).section("8");
+/// The section of the page `offdisk-...` for a command: section 8 (system administration)
+/// except the desktop agent, a user command (1).
+pub fn man_section(page: &str) -> &'static str {
+    if page == "offdisk-agent" {
+        "1"
+    } else {
+        "8"
+    }
+}
+
+/// One page: the title is the page name (`offdisk-backup`), the SYNOPSIS the command as it is
+/// typed (`offdisk backup [--target DIR] ... [SRC]...`), and the subcommand list names each
+/// page in its own section (clap_mangen alone would write `offdisk-backup` and section 8 for all).
+fn render_page(dir: &std::path::Path, cmd: &clap::Command, words: &[&str]) -> std::io::Result<()> {
+    let name = words.join("-");
+    let typed = words.join(" ");
+    let mut cmd = cmd.clone().name(&*name.clone().leak()).bin_name(typed.clone()).display_name(name.clone());
+    cmd.build();
+    let usage = synopsis(&cmd);
+    let cmd = cmd.override_usage(format!("{typed} {usage}"));
+    let source = format!("offdisk {}", env!("CARGO_PKG_VERSION"));
+    let man = clap_mangen::Man::new(cmd.clone()).title(name.clone()).section("8").source(source);
     let mut out = Vec::new();
-    man.render(&mut out)?;
-    std::fs::write(dir.join(format!("{name}.8")), out)
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(&mut out)?;
+    }
+    // Only pages that exist: clap's built-in `help` subcommand has none.
+    let subs: Vec<_> = cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help").collect();
+    if !subs.is_empty() {
+        out.extend_from_slice(b".SH SUBCOMMANDS\n");
+        for sub in subs {
+            let page = format!("{name}-{}", sub.get_name());
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            out.extend_from_slice(format!(".TP\n\\fB{}\\fR({})\n{}\n", roff_escape(&page), man_section(&page), roff_escape(&about)).as_bytes());
+        }
+    }
+    if cmd.get_after_long_help().is_some() || cmd.get_after_help().is_some() {
+        man.render_extra_section(&mut out)?;
+    }
+    if words.len() == 1 {
+        out.extend_from_slice(b".SH \"SEE ALSO\"\n\\fBoffdisk.conf\\fR(5), \\fBoffdisk\\-format\\fR(5), \\fBcryptsetup\\fR(8)\n");
+    }
+    if cmd.get_version().is_some() {
+        man.render_version_section(&mut out)?;
+    }
+    // Each render_* call starts with roff's preamble (the Aq string): keep only the first.
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let preamble = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+    let text = match text.find(preamble) {
+        Some(at) => {
+            let end = at + preamble.len();
+            format!("{}{}", &text[..end], text[end..].replace(preamble, ""))
+        }
+        None => text,
+    };
+    std::fs::write(dir.join(format!("{name}.8")), text)
+}
+
+/// The SYNOPSIS line after the command's words: every visible option with its value name,
+/// then the positional arguments, then the subcommand.
+fn synopsis(cmd: &clap::Command) -> String {
+    let mut parts = Vec::new();
+    for a in cmd.get_arguments().filter(|a| !a.is_hide_set() && !a.is_positional()) {
+        let flag = match (a.get_long(), a.get_short()) {
+            (Some(l), _) => format!("--{l}"),
+            (None, Some(s)) => format!("-{s}"),
+            (None, None) => continue,
+        };
+        let takes_value = a.get_num_args().map(|n| n.takes_values()).unwrap_or(false)
+            && !matches!(a.get_action(), clap::ArgAction::SetTrue | clap::ArgAction::SetFalse | clap::ArgAction::Count | clap::ArgAction::Help | clap::ArgAction::Version | clap::ArgAction::HelpLong | clap::ArgAction::HelpShort);
+        let value = match (takes_value, a.get_value_names()) {
+            (false, _) => String::new(),
+            (true, Some(v)) => format!(" {}", v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+            (true, None) => format!(" {}", a.get_id().as_str().to_uppercase()),
+        };
+        let optional_value = a.get_num_args().map(|n| n.min_values() == 0).unwrap_or(false) && takes_value;
+        let value = if optional_value { format!(" [{}]", value.trim_start()) } else { value };
+        parts.push(if a.is_required_set() { format!("{flag}{value}") } else { format!("[{flag}{value}]") });
+    }
+    for a in cmd.get_positionals().filter(|a| !a.is_hide_set()) {
+        let v = a.get_value_names().map(|v| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")).unwrap_or_else(|| a.get_id().as_str().to_uppercase());
+        let many = matches!(a.get_action(), clap::ArgAction::Append) || a.get_num_args().map(|n| n.max_values() > 1).unwrap_or(false);
+        let v = if many { format!("{v}...") } else { v };
+        parts.push(if a.is_required_set() { v } else { format!("[{v}]") });
+    }
+    if cmd.has_subcommands() {
+        parts.push("COMMAND".into());
+    }
+    parts.join(" ")
+}
+
+fn roff_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('-', "\\-")
 }

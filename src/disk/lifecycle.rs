@@ -49,6 +49,8 @@ pub enum DiskError {
     NoPartition(PathBuf),
     #[error("cannot power off {0}: {1}")]
     PowerOff(String, String),
+    #[error("{source}; {}", if *.restored { "what init had written was rolled back, the disk is as it was" } else { "rolling back failed: the disk may hold a partial partition table" })]
+    InitFailed { source: Box<DiskError>, restored: bool },
     #[error(transparent)]
     Dm(#[from] DmError),
     #[error(transparent)]
@@ -72,8 +74,11 @@ impl Diagnose for DiskError {
         match self {
             DiskError::Dm(e) => e.exit_code(),
             DiskError::Luks(e) => e.exit_code(),
+            DiskError::InitFailed { source, .. } => source.exit_code(),
             DiskError::Mounted { .. } | DiskError::InUse { .. } | DiskError::Busy { .. } => exit::BUSY,
-            DiskError::Io { .. } | DiskError::NotFound(_) | DiskError::NoLuks(_) | DiskError::NotOpen(_) => exit::DEVICE,
+            // Not a LUKS device is a wrong argument, as for `luks dump` and cryptsetup (exit 1).
+            DiskError::NoLuks(_) => exit::USAGE,
+            DiskError::Io { .. } | DiskError::NotFound(_) | DiskError::NotOpen(_) => exit::DEVICE,
             DiskError::NoPartition(_) | DiskError::PowerOff(..) => exit::DEVICE,
             _ => exit::USAGE,
         }
@@ -100,6 +105,9 @@ impl Diagnose for DiskError {
             DiskError::Busy { .. } => "close those programs (or leave the directory), then run `offdisk close` again".into(),
             DiskError::NotOpen(_) => "see `offdisk status` for open disks".into(),
             DiskError::Mkfs(_) => "install e2fsprogs (apt-get install e2fsprogs)".into(),
+            DiskError::NoLuks(_) => "give the disk offdisk init made (or any LUKS disk); `offdisk list` shows what is on each".into(),
+            DiskError::InitFailed { source, restored: true } => return source.hint(),
+            DiskError::InitFailed { .. } => "run offdisk init again (with --force) or wipe the disk's first MiB".into(),
             DiskError::Dm(e) => return e.hint(),
             DiskError::Luks(e) => return e.hint(),
             _ => return None,
@@ -363,10 +371,68 @@ pub fn init<R>(
     let dev = OpenOptions::new().read(true).write(true).open(&disk.path).map_err(io_at(&disk.path))?;
     let size = dm::ioctl::block_size_bytes(&dev).map_err(io_at(&disk.path))?;
     let plan = gpt::GptPlan::new(size, disk.logical_block_size, label, uuid::Uuid::new_v4(), uuid::Uuid::new_v4())?;
+    // Everything after the partition table needs device-mapper: refuse before writing anything.
+    dm::Control::open()?;
+    let saved = SavedRegions::read(&dev, size, plan.partition_bytes().0).map_err(io_at(&disk.path))?;
+    match init_on(target, &dev, &plan, opts, pass, progress, label, on_mounted) {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            let restored = saved.restore(&dev).is_ok();
+            Err(DiskError::InitFailed { source: Box::new(e), restored })
+        }
+    }
+}
 
+/// Where LUKS2 as offdisk formats it ends: its two metadata copies and the keyslot area.
+const LUKS2_HEADER_AREA: u64 = 16 << 20;
+
+/// The disk's bytes that `init` overwrites before the encrypted data area (protective MBR, GPT,
+/// the LUKS2 header and keyslots) and its last MiB (backup GPT), kept to put back on failure.
+struct SavedRegions {
+    regions: Vec<(u64, Vec<u8>)>,
+}
+
+impl SavedRegions {
+    fn read(dev: &File, size: u64, partition_start: u64) -> io::Result<SavedRegions> {
+        use std::os::unix::fs::FileExt;
+        let head = size.min(partition_start + LUKS2_HEADER_AREA);
+        let tail = size.saturating_sub(1 << 20).max(head);
+        let mut regions = Vec::new();
+        for (off, len) in [(0, head), (tail, size - tail)] {
+            let mut buf = vec![0u8; len as usize];
+            dev.read_exact_at(&mut buf, off)?;
+            regions.push((off, buf));
+        }
+        Ok(SavedRegions { regions })
+    }
+
+    /// Writes the saved bytes back, syncs, and has the kernel forget the new partition.
+    fn restore(&self, dev: &File) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        for (off, buf) in &self.regions {
+            dev.write_all_at(buf, *off)?;
+        }
+        dev.sync_all()?;
+        let _ = dm::ioctl::reread_partitions(dev);
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn init_on<R>(
+    target: &Target,
+    dev: &File,
+    plan: &gpt::GptPlan,
+    opts: &luks::FormatOptions,
+    pass: &Passphrase,
+    progress: &dyn Fn(&str),
+    label: &str,
+    on_mounted: impl FnOnce(&Path, &str) -> R,
+) -> Result<InitOutcome<R>, DiskError> {
+    let disk = &target.disk;
     progress("writing the partition table");
-    gpt::write(&dev, &plan).map_err(io_at(&disk.path))?;
-    dm::ioctl::reread_partitions(&dev).map_err(io_at(&disk.path))?;
+    gpt::write(dev, plan).map_err(io_at(&disk.path))?;
+    dm::ioctl::reread_partitions(dev).map_err(io_at(&disk.path))?;
     let parts = wait_partitions(&disk.name, 1, Duration::from_secs(10));
     let part_name = parts.first().ok_or_else(|| DiskError::NoPartition(disk.path.clone()))?;
     let part_path = Path::new("/dev").join(part_name);
@@ -385,7 +451,9 @@ pub fn init<R>(
     }
     let volume = luks::format(&part, &opts, pass)?;
     part.sync_all().map_err(io_at(&part_path))?;
+    drop(part);
     let segment = volume.crypt_segment()?;
+    debug_assert!(segment.offset <= LUKS2_HEADER_AREA, "the rollback saves the LUKS2 header area");
     let uuid = volume.uuid().to_string();
     let name = format!("offdisk-init-{}", std::process::id());
 
@@ -689,6 +757,9 @@ pub struct DiskReport {
     pub volumes: Vec<VolumeState>,
     /// Signatures other than LUKS (filesystems, partition tables) on the whole disk.
     pub contents: Vec<String>,
+    /// How the disk or its partitions are in use outside LUKS: "/dev/sda2 mounted on /",
+    /// "held by dm-0", "swap". Empty for a disk nothing uses.
+    pub in_use: Vec<String>,
 }
 
 /// LUKS identity of a device: from its header when readable, else from udev's database.
@@ -732,6 +803,7 @@ pub fn report() -> Vec<DiskReport> {
                     Some(VolumeState { device: m.path.clone(), luks_version: v, uuid, label, mapping: mapping.map(|m| m.0), mount_points })
                 })
                 .collect::<Vec<_>>();
+            let in_use = members.iter().flat_map(|m| uses_of(m, &mounts)).collect();
             let contents = if volumes.is_empty() {
                 File::open(&d.path)
                     .ok()
@@ -753,9 +825,23 @@ pub fn report() -> Vec<DiskReport> {
                 image: d.loop_backing.clone(),
                 volumes,
                 contents,
+                in_use,
             }
         })
         .collect()
+}
+
+/// What uses a disk or partition directly: mounts of it, swap on it, devices stacked on it
+/// (a LUKS volume's own mapping is reported with the volume instead).
+fn uses_of(m: &sysfs::BlockDevice, mounts: &[mount::MountEntry]) -> Vec<String> {
+    let mut uses: Vec<String> = mounts.iter().filter(|e| e.dev == m.dev).map(|e| format!("{} mounted on {}", m.path.display(), e.mount_point.display())).collect();
+    if swap_active(&m.path) {
+        uses.push(format!("{} is swap", m.path.display()));
+    }
+    if identity_of(m).is_none() {
+        uses.extend(m.holders.iter().map(|h| format!("{} held by {}", m.path.display(), holder_description(h))));
+    }
+    uses
 }
 
 /// Which mapping is an offdisk/udisks-style LUKS mapping (cryptsetup DM UUID).

@@ -89,3 +89,19 @@ expect_eq init-refuses-mounted "$rc" 5
 case "$out" in *"mounted"*) ok init-mounted-message ;; *) notok init-mounted-message "$out" ;; esac
 umount m
 
+
+# A failure half way (mkfs.ext4 fails after the GPT and LUKS2 header are written) rolls back
+# what init wrote: the image is byte for byte as it was, and the error names the image.
+img=$(new_image t3-rollback 64)
+head -c 2M /dev/urandom | dd of="$img" conv=notrunc status=none
+before=$(sha256sum < "$img")
+mkdir -p "$WORK/t3-fail-bin"
+printf '#!/bin/sh\necho "mkfs.ext4: simulated failure" >&2\nexit 1\n' > "$WORK/t3-fail-bin/mkfs.ext4"
+chmod +x "$WORK/t3-fail-bin/mkfs.ext4"
+out=$(PATH="$WORK/t3-fail-bin:$PATH" "$OFFDISK" init --batch --force --key-file "$PW" "${FAST_OD[@]}" --label ROLLBACK --no-register "$img" 2>&1); rc=$?
+[ "$rc" -ne 0 ] && ok init-failure-exits-nonzero || notok init-failure-exits-nonzero "exit 0"
+expect_eq init-failure-rolls-back "$(sha256sum < "$img")" "$before"
+case "$out" in *"$img"*"rolled back"*) ok init-failure-names-image ;; *) notok init-failure-names-image "$out" ;; esac
+udevadm settle
+expect_eq init-failure-detaches-loop "$(losetup -j "$img")" ""
+dmsetup ls 2>/dev/null | grep -q offdisk-init && notok init-failure-no-mapping "$(dmsetup ls)" || ok init-failure-no-mapping
