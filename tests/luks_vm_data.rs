@@ -1,5 +1,5 @@
-//! Data path check against the kernel's dm-crypt, in a throwaway VM (needs root-less
-//! `vng` and a kernel; run with `cargo test --test luks_vm_data -- --ignored`).
+//! Data path check against the kernel's dm-crypt, in a throwaway VM (needs virtme-ng, from
+//! `scripts/virtme-venv.sh`, and a kernel; run with `cargo test --test luks_vm_data -- --ignored`).
 //!
 //! For volumes offdisk formats (xts with 4096-byte sectors, cbc-essiv with 512) and a
 //! cryptsetup LUKS1 volume, dm-crypt in the VM writes a known pattern through
@@ -32,6 +32,21 @@ fn newest_kernel() -> std::path::PathBuf {
     kernels.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
     let newest = kernels.pop().expect("a kernel in /boot (Debian package linux-image-amd64)");
     Path::new("/boot").join(newest)
+}
+
+/// The virtme-ng to run, found as `scripts/vng.sh` finds it: `OFFDISK_VNG`, else the venv
+/// `scripts/virtme-venv.sh` makes (`OFFDISK_VENV`, default /opt/offdisk-tests/venv), else `vng`
+/// on the PATH.
+fn vng() -> std::path::PathBuf {
+    if let Some(v) = std::env::var_os("OFFDISK_VNG").filter(|v| !v.is_empty()) {
+        return v.into();
+    }
+    let venv = std::env::var_os("OFFDISK_VENV").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let in_venv = venv.unwrap_or_else(|| "/opt/offdisk-tests/venv".into()).join("bin/vng");
+    if in_venv.exists() {
+        return in_venv;
+    }
+    "vng".into()
 }
 
 /// `sort -V` in miniature: digit runs compare as numbers, everything else as text.
@@ -138,7 +153,7 @@ echo VM-DONE
         names = names.join(" ")
     );
     std::fs::write(base.join("run.sh"), script).unwrap();
-    let out = Command::new("vng")
+    let out = Command::new(vng())
         .args(["--disable-kvm", "--run"])
         .arg(newest_kernel())
         .args(["--memory", "2G", "--rwdir"])
@@ -146,7 +161,7 @@ echo VM-DONE
         .arg("--exec")
         .arg(format!("bash {}/run.sh", base.display()))
         .output()
-        .expect("vng installed");
+        .expect("vng runs (install it with scripts/virtme-venv.sh)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("VM-DONE"), "{text}");
     for (i, n) in names.iter().enumerate() {

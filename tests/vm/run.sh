@@ -7,7 +7,8 @@
 #
 # Environment: OFFDISK_BIN (default target/debug/offdisk, built if missing),
 #              OFFDISK_VM_KERNEL (default: newest /boot/vmlinuz-*), OFFDISK_VM_ONLY (glob of
-#              scripts to run, e.g. 't-03*'), OFFDISK_VM_TIMEOUT (seconds, default 1800).
+#              scripts to run, e.g. 't-03*'), OFFDISK_VM_TIMEOUT (seconds, default 1800),
+#              OFFDISK_VNG / OFFDISK_VENV (virtme-ng: see scripts/vng.sh).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -20,8 +21,10 @@ fi
 dm_tool="$(dirname "$OFFDISK_BIN")/examples/dm_activate"
 [ -x "$dm_tool" ] || dm_tool="$repo/target/debug/examples/dm_activate"
 kernel=${OFFDISK_VM_KERNEL:-$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)}
-if [ -z "$kernel" ] || ! command -v vng >/dev/null; then
-  echo "not ok vm-boot: need virtme-ng (vng) and a kernel in /boot"
+. "$repo/scripts/vng.sh"
+vng=$(offdisk_vng) || vng=
+if [ -z "$kernel" ] || [ -z "$vng" ]; then
+  echo "not ok vm-boot: need virtme-ng (bash scripts/virtme-venv.sh) and a kernel in /boot (linux-image-amd64)"
   echo "0 passed, 1 failed"
   exit 1
 fi
@@ -30,10 +33,10 @@ log=$(mktemp)
 # A blank virtio-scsi disk: a "real" disk for init, model/serial listing and power-off.
 scratch=$(mktemp -d)
 truncate -s 160M "$scratch/scsi-disk.img"
-timeout "${OFFDISK_VM_TIMEOUT:-1800}" vng --disable-kvm --run "$kernel" --memory 2G --cpus 2 \
+timeout "${OFFDISK_VM_TIMEOUT:-1800}" "$vng" --disable-kvm --run "$kernel" --memory 2G --cpus 2 \
   --qemu-opts="-device virtio-scsi-pci,id=odscsi -drive file=$scratch/scsi-disk.img,format=raw,if=none,id=oddisk -device scsi-hd,drive=oddisk,bus=odscsi.0,serial=OD-TEST-0001" \
   --exec "OFFDISK_VM_NO_BENCH=${OFFDISK_VM_NO_BENCH:-} OFFDISK=$OFFDISK_BIN DM_TOOL=$dm_tool VMDIR=$here ONLY='${OFFDISK_VM_ONLY:-t-*.sh}' bash $here/guest.sh" \
-  2>&1 | tee "$log"
+  2>&1 </dev/null | tee "$log"
 summary=$(grep -E '^vm-summary: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
 rm -f "$log"
 rm -rf "$scratch"
