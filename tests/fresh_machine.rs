@@ -338,12 +338,15 @@ fn the_vm_scripts_and_tests_find_vng_in_the_venv() {
     std::fs::create_dir_all(dir.path().join("path")).unwrap();
     fake(&dir.path().join("venv/bin"), "vng", "exit 0");
     fake(&dir.path().join("path"), "vng", "exit 0");
+    fake(&dir.path().join("venv/bin"), "virtme-run", "exit 0");
     let out = Command::new("/bin/bash")
-        .args(["-c", &format!(". {}; offdisk_vng", root.join("scripts/vng.sh").display())])
+        .args(["-c", &format!(". {}; offdisk_vng; command -v virtme-run", root.join("scripts/vng.sh").display())])
         .env("OFFDISK_VENV", dir.path().join("venv"))
         .env("PATH", format!("{}:/usr/bin:/bin", dir.path().join("path").display()))
         .env_remove("OFFDISK_VNG")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dir.path().join("venv/bin/vng").display().to_string());
+    // vng starts virtme-run by name: the venv's comes first on the PATH too.
+    let venv_bin = dir.path().join("venv/bin");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(), [venv_bin.join("vng").display().to_string(), venv_bin.join("virtme-run").display().to_string()]);
 }

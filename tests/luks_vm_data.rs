@@ -29,24 +29,31 @@ fn newest_kernel() -> std::path::PathBuf {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with("vmlinuz-"))
         .collect();
-    kernels.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    kernels.sort_by_key(|k| version_key(k));
     let newest = kernels.pop().expect("a kernel in /boot (Debian package linux-image-amd64)");
     Path::new("/boot").join(newest)
 }
 
 /// The virtme-ng to run, found as `scripts/vng.sh` finds it: `OFFDISK_VNG`, else the venv
 /// `scripts/virtme-venv.sh` makes (`OFFDISK_VENV`, default /opt/offdisk-tests/venv), else `vng`
-/// on the PATH.
-fn vng() -> std::path::PathBuf {
-    if let Some(v) = std::env::var_os("OFFDISK_VNG").filter(|v| !v.is_empty()) {
-        return v.into();
-    }
+/// on the PATH; with the PATH to run it with (vng starts its helpers, virtme-run, by name: the
+/// venv's must come first).
+fn vng() -> (std::path::PathBuf, std::ffi::OsString) {
+    let path = std::env::var_os("PATH").unwrap_or_default();
     let venv = std::env::var_os("OFFDISK_VENV").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
-    let in_venv = venv.unwrap_or_else(|| "/opt/offdisk-tests/venv".into()).join("bin/vng");
-    if in_venv.exists() {
-        return in_venv;
+    let venv_bin = venv.unwrap_or_else(|| "/opt/offdisk-tests/venv".into()).join("bin");
+    let with_venv = || {
+        let mut dirs = vec![venv_bin.clone()];
+        dirs.extend(std::env::split_paths(&path));
+        std::env::join_paths(dirs).unwrap_or_else(|_| path.clone())
+    };
+    if let Some(v) = std::env::var_os("OFFDISK_VNG").filter(|v| !v.is_empty()) {
+        return (v.into(), path.clone());
     }
-    "vng".into()
+    if venv_bin.join("vng").exists() {
+        return (venv_bin.join("vng"), with_venv());
+    }
+    ("vng".into(), path.clone())
 }
 
 /// `sort -V` in miniature: digit runs compare as numbers, everything else as text.
@@ -153,7 +160,9 @@ echo VM-DONE
         names = names.join(" ")
     );
     std::fs::write(base.join("run.sh"), script).unwrap();
-    let out = Command::new(vng())
+    let (vng, path) = vng();
+    let out = Command::new(vng)
+        .env("PATH", path)
         .args(["--disable-kvm", "--run"])
         .arg(newest_kernel())
         .args(["--memory", "2G", "--rwdir"])

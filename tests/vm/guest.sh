@@ -9,7 +9,8 @@ export WORK=/tmp/offdisk-vm
 rm -rf "$WORK"; mkdir -p "$WORK"
 results="$WORK/results"
 : > "$results"
-for t in "$VMDIR"/$ONLY; do
+# ONLY: one or more globs separated by spaces ('t-03* t-hotplug-desktop*').
+for t in $(for pat in $ONLY; do printf '%s\n' "$VMDIR"/$pat; done | sort -u); do
   [ -f "$t" ] || continue
   echo "# $(basename "$t")"
   ( cd "$WORK" && bash "$t" ) 2>"$WORK/stderr-$(basename "$t")" | tee -a "$results"

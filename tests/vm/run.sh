@@ -6,8 +6,8 @@
 # `N passed, M failed` and exits non-zero when anything failed or the VM did not finish.
 #
 # Environment: OFFDISK_BIN (default target/debug/offdisk, built if missing),
-#              OFFDISK_VM_KERNEL (default: newest /boot/vmlinuz-*), OFFDISK_VM_ONLY (glob of
-#              scripts to run, e.g. 't-03*'), OFFDISK_VM_TIMEOUT (seconds, default 1800),
+#              OFFDISK_VM_KERNEL (default: newest /boot/vmlinuz-*), OFFDISK_VM_ONLY (globs of
+#              scripts to run, e.g. 't-03*' or 't-03* t-hotplug-desktop*'), OFFDISK_VM_TIMEOUT (seconds, default 1800),
 #              OFFDISK_VNG / OFFDISK_VENV (virtme-ng: see scripts/vng.sh).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
