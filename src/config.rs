@@ -14,8 +14,11 @@
 //!   [`DEFAULT_LEDGER_DIR`], `ledger_dir` in the config or `$OFFDISK_LEDGER_DIR` overrides) and
 //!   the same record on the disk itself (`<backup root>/offdisk-ledger.json`).
 //!   [`Ledger::load_host`], [`Ledger::load_disk`], [`Ledger::save_host`], [`Ledger::save_disk`]
-//!   (atomic: temp file, fsync, rename, fsync dir), [`Ledger::record_backup`] after a run,
-//!   [`Ledger::newer`] to pick the fresher of host and disk copies.
+//!   (atomic: temp file created O_EXCL|O_NOFOLLOW, fsync, rename, fsync dir, through
+//!   [`crate::fsaccess::state`]), [`Ledger::record_backup`] after a run,
+//!   [`Ledger::newer`] to pick the fresher of host and disk copies. The disk's copy is
+//!   untrusted: read no-follow with a size bound and checked ([`Ledger::check`]); the host's
+//!   copy is named by, and carries, the *registered* UUID (`save_host(dir, registered_uuid)`).
 //! - [`staleness`]`(last_refreshed, now)` (pure) and [`Ledger::staleness`]: how long since the
 //!   disk last got a complete generation; [`most_current`] picks which of several disks is
 //!   current. `offdisk status` shows these per disk.
@@ -25,7 +28,11 @@ use crate::error::{exit, Diagnose};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use crate::fsaccess::{state, Dir};
+use std::io;
+
+/// Largest ledger accepted (a ledger lists generations: thousands fit in far less).
+pub const MAX_LEDGER_BYTES: u64 = 4 << 20;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/offdisk/config.toml";
@@ -327,41 +334,100 @@ impl Ledger {
         }
     }
 
-    pub fn host_path(dir: &Path, luks_uuid: &str) -> PathBuf {
-        dir.join(format!("{}.json", luks_uuid.to_ascii_lowercase()))
+    /// The host ledger's file name for a registered disk: the UUID in canonical form, so no
+    /// value can put the file anywhere but `<dir>/<uuid>.json`. `None` for a non-UUID.
+    pub fn host_file_name(luks_uuid: &str) -> Option<String> {
+        uuid::Uuid::parse_str(luks_uuid).ok().map(|u| format!("{}.json", u.hyphenated()))
+    }
+
+    pub fn host_path(dir: &Path, luks_uuid: &str) -> Option<PathBuf> {
+        Self::host_file_name(luks_uuid).map(|n| dir.join(n))
     }
 
     pub fn disk_path(backup_root: &Path) -> PathBuf {
         backup_root.join(DISK_LEDGER_FILE)
     }
 
-    fn load_file(path: &Path) -> Result<Option<Ledger>, ConfigError> {
-        match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(ConfigError::Io { path: path.to_path_buf(), error }),
+    /// Reads and checks a ledger in the open directory `dir` (shown as `shown`): a regular
+    /// file of bounded size, every value sane (see [`Ledger::check`]).
+    fn load_in(dir: &Dir, name: &str, shown: &Path) -> Result<Option<Ledger>, ConfigError> {
+        let bytes = match state::read_optional(dir, std::ffi::OsStr::new(name), MAX_LEDGER_BYTES) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(state::StateError::Io(error)) => return Err(ConfigError::Io { path: shown.to_path_buf(), error }),
+            Err(e) => return Err(ConfigError::Invalid { path: shown.to_path_buf(), message: e.to_string() }),
+        };
+        let l: Ledger = serde_json::from_slice(&bytes).map_err(|e| ConfigError::Parse { path: shown.to_path_buf(), message: e.to_string() })?;
+        l.check().map_err(|message| ConfigError::Invalid { path: shown.to_path_buf(), message })?;
+        Ok(Some(l))
+    }
+
+    /// Values a ledger read off a disk may hold: anything else is refused before it is used
+    /// (the disk may have been changed by anyone while it was away).
+    pub fn check(&self) -> Result<(), String> {
+        if self.format != 1 {
+            return Err(format!("ledger format {} is not supported", self.format));
         }
+        if !self.luks_uuid.is_empty() && uuid::Uuid::parse_str(&self.luks_uuid).is_err() {
+            return Err(format!("luks_uuid {:?} is not a UUID", self.luks_uuid.chars().take(64).collect::<String>()));
+        }
+        let printable = |s: &str| s.len() <= 255 && !s.chars().any(|c| c.is_control());
+        if let Some(l) = &self.label {
+            if !printable(l) {
+                return Err("label is too long or holds control characters".into());
+            }
+        }
+        if let Some(h) = &self.host {
+            if !printable(h) {
+                return Err("host is too long or holds control characters".into());
+            }
+        }
+        for g in self.generations.iter().map(|g| g.name.as_str()).chain(self.last_generation.as_deref()) {
+            if crate::backup::generation::parse_name(g).is_none() {
+                return Err(format!("{:?} is not a generation name", g.chars().take(64).collect::<String>()));
+            }
+        }
+        Ok(())
     }
 
-    /// The host's record of a disk (`None` if it never had one).
+    /// The host's record of a registered disk (`None` if it never had one).
     pub fn load_host(dir: &Path, luks_uuid: &str) -> Result<Option<Ledger>, ConfigError> {
-        Self::load_file(&Self::host_path(dir, luks_uuid))
+        let name = Self::host_file_name(luks_uuid)
+            .ok_or_else(|| ConfigError::Invalid { path: dir.to_path_buf(), message: format!("{luks_uuid:?} is not a UUID") })?;
+        let d = match Dir::open_path(dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(ConfigError::Io { path: dir.to_path_buf(), error }),
+        };
+        Self::load_in(&d, &name, &dir.join(&name))
     }
 
-    /// The record on the disk (in its backup root).
+    /// The record on the disk (in its backup root): untrusted, checked before use.
     pub fn load_disk(backup_root: &Path) -> Result<Option<Ledger>, ConfigError> {
-        Self::load_file(&Self::disk_path(backup_root))
+        let d = Dir::open_path(backup_root).map_err(|error| ConfigError::Io { path: backup_root.to_path_buf(), error })?;
+        Self::load_in(&d, DISK_LEDGER_FILE, &Self::disk_path(backup_root))
     }
 
-    pub fn save_host(&self, dir: &Path) -> Result<(), ConfigError> {
+    /// Writes the host's record of the disk registered as `registered_uuid`: the file is
+    /// named by, and the record carries, that UUID, never a value read from the disk.
+    pub fn save_host(&self, dir: &Path, registered_uuid: &str) -> Result<(), ConfigError> {
+        let name = Self::host_file_name(registered_uuid).ok_or_else(|| ConfigError::Invalid {
+            path: dir.to_path_buf(),
+            message: format!("{registered_uuid:?} is not a UUID"),
+        })?;
+        let mut l = self.clone();
+        l.luks_uuid = uuid::Uuid::parse_str(registered_uuid).map(|u| u.hyphenated().to_string()).unwrap_or_default();
         fs::create_dir_all(dir).map_err(|error| ConfigError::Io { path: dir.to_path_buf(), error })?;
-        write_atomic(&Self::host_path(dir, &self.luks_uuid), &self.to_json())
+        let d = Dir::open_path(dir).map_err(|error| ConfigError::Io { path: dir.to_path_buf(), error })?;
+        state::write_atomic(&d, std::ffi::OsStr::new(&name), &l.to_json(), 0o644)
+            .map_err(|error| ConfigError::Io { path: dir.join(&name), error })
     }
 
+    /// Writes the record on the disk (temporary O_EXCL|O_NOFOLLOW in the root, renamed over).
     pub fn save_disk(&self, backup_root: &Path) -> Result<(), ConfigError> {
-        write_atomic(&Self::disk_path(backup_root), &self.to_json())
+        let d = Dir::open_path(backup_root).map_err(|error| ConfigError::Io { path: backup_root.to_path_buf(), error })?;
+        state::write_atomic(&d, std::ffi::OsStr::new(DISK_LEDGER_FILE), &self.to_json(), 0o644)
+            .map_err(|error| ConfigError::Io { path: Self::disk_path(backup_root), error })
     }
 
     fn to_json(&self) -> Vec<u8> {
@@ -391,17 +457,6 @@ impl Ledger {
     }
 }
 
-/// Temp file beside the target, fsync, rename over, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
-    let err = |error| ConfigError::Io { path: path.to_path_buf(), error };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    let mut f = fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
-}
 
 #[cfg(test)]
 mod tests {
@@ -479,11 +534,17 @@ sources = ["/home"]
     fn ledger_roundtrips_host_and_disk() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::new("5F1D3E7A-0000-4000-8000-000000000001", None);
-        l.record_backup(vec![LedgerGeneration { name: "g".into(), time: 5, files: 1, bytes: 2 }], "g", 5, Some("h".into()));
-        l.save_host(&dir.path().join("ledger")).unwrap();
+        let g = "2026-01-01T000000Z";
+        l.record_backup(vec![LedgerGeneration { name: g.into(), time: 5, files: 1, bytes: 2 }], g, 5, Some("h".into()));
+        l.save_host(&dir.path().join("ledger"), &l.luks_uuid).unwrap();
         l.save_disk(dir.path()).unwrap();
-        assert_eq!(Ledger::load_host(&dir.path().join("ledger"), &l.luks_uuid).unwrap(), Some(l.clone()));
-        assert_eq!(Ledger::load_disk(dir.path()).unwrap(), Some(l));
-        assert_eq!(Ledger::load_disk(&dir.path().join("nope")).unwrap(), None);
+        let mut host = l.clone();
+        host.luks_uuid = host.luks_uuid.to_ascii_lowercase();
+        assert_eq!(Ledger::load_host(&dir.path().join("ledger"), &l.luks_uuid).unwrap(), Some(host));
+        assert_eq!(Ledger::load_disk(dir.path()).unwrap(), Some(l.clone()));
+        assert_eq!(Ledger::load_disk(dir.path()).unwrap().unwrap().luks_uuid, l.luks_uuid);
+        assert!(Ledger::load_disk(&dir.path().join("nope")).is_err(), "a missing backup root is an error");
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        assert_eq!(Ledger::load_disk(&dir.path().join("empty")).unwrap(), None);
     }
 }

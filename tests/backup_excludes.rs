@@ -20,6 +20,7 @@ fn excludes_and_cache_dirs() {
     let exfile = dir.path().join("excludes");
     fs::write(&exfile, "# comment\n\n*.log\nnode_modules/\n").unwrap();
     let t = dir.path().join("t");
+    fs::create_dir_all(&t).unwrap();
     let anchored = format!("{}/build", src.to_str().unwrap());
     offdisk_ok(&["backup", "--target", t.to_str().unwrap(), "--exclude", "*.o", "--exclude", &anchored, "--exclude-from", exfile.to_str().unwrap(), src.to_str().unwrap()]);
     let tree = tree_of(&generation_dirs(&t)[0], &src);
@@ -29,6 +30,7 @@ fn excludes_and_cache_dirs() {
 
     // --include-caches keeps tagged directories.
     let t2 = dir.path().join("t2");
+    fs::create_dir_all(&t2).unwrap();
     offdisk_ok(&["backup", "--include-caches", "--target", t2.to_str().unwrap(), src.to_str().unwrap()]);
     assert!(tree_of(&generation_dirs(&t2)[0], &src).join("cache/blob").exists());
 }
@@ -43,6 +45,7 @@ fn several_sources_and_the_target_inside_a_source() {
     fs::write(b.join("2"), "2").unwrap();
     // The backup root lies inside a source: it must not back itself up.
     let t = dir.path().join("a/backups");
+    fs::create_dir_all(&t).unwrap();
     offdisk_ok(&["backup", "--target", t.to_str().unwrap(), b.to_str().unwrap(), a.to_str().unwrap(), a.join("x").to_str().unwrap()]);
     let g = &generation_dirs(&t)[0];
     assert_eq!(fs::read_to_string(tree_of(g, &a).join("x/1")).unwrap(), "1");
@@ -65,8 +68,10 @@ fn stays_on_one_filesystem_by_default() {
     }
     fs::write(mnt.join("other-fs"), "o").unwrap();
     let t = dir.path().join("t");
+    fs::create_dir_all(&t).unwrap();
     let r1 = run(&["backup", "--target", t.to_str().unwrap(), src.to_str().unwrap()]);
     let t2 = dir.path().join("t2");
+    fs::create_dir_all(&t2).unwrap();
     let r2 = run(&["backup", "--cross-filesystems", "--target", t2.to_str().unwrap(), src.to_str().unwrap()]);
     let _ = Command::new("umount").arg(&mnt).status();
     assert!(r1.status.success() && r2.status.success());

@@ -70,6 +70,7 @@ fn killed_runs_leave_complete_generations_intact() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let target = dir.path().join("t");
+    fs::create_dir_all(&target).unwrap();
     make_source(&src, &mut rng);
 
     // One undisturbed run tells how long a run takes here.

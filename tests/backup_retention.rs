@@ -16,6 +16,7 @@ fn one_file_source() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathB
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f"), "x").unwrap();
     let t = dir.path().join("t");
+    fs::create_dir_all(&t).unwrap();
     (dir, src, t)
 }
 
@@ -53,6 +54,7 @@ fn same_second_and_clock_going_back_still_sort() {
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
     let t = dir.path().join("t");
+    fs::create_dir_all(&t).unwrap();
     let (ts, ss) = (t.to_str().unwrap(), src.to_str().unwrap());
     for at in [T0, T0, T0 - 100] {
         offdisk_ok(&["backup", "--at", &at.to_string(), "--target", ts, ss]);
@@ -89,6 +91,7 @@ fn config_disk_sources_retention_and_ledger() {
     fs::write(src.join("keep.txt"), "k").unwrap();
     fs::write(src.join("skip.tmp"), "s").unwrap();
     let t = dir.path().join("t");
+    fs::create_dir_all(&t).unwrap();
     let ledger_dir = dir.path().join("ledger");
     let cfg = dir.path().join("config.toml");
     let uuid = "0b9e9c8e-6a0e-4c49-9a57-6f8c3f1b2d10";
@@ -132,7 +135,7 @@ fn a_second_run_on_the_same_root_is_refused() {
     fs::create_dir_all(&src).unwrap();
     let t = dir.path().join("t");
     fs::create_dir_all(&t).unwrap();
-    let lock = offdisk::backup::lock_root(&t).unwrap();
+    let lock = offdisk::backup::lock_root(&offdisk::backup::generation::Root::open(&t).unwrap()).unwrap();
     let out = run(&["backup", "--target", t.to_str().unwrap(), src.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another offdisk run"));

@@ -13,6 +13,7 @@ fn backup_is_a_faithful_plain_tree_and_restores() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let target = dir.path().join("target");
+    fs::create_dir_all(&target).unwrap();
     make_rich_tree(&src);
     let before = snapshot(&src);
 
@@ -50,6 +51,7 @@ fn incremental_links_unchanged_and_copies_changed() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let target = dir.path().join("target");
+    fs::create_dir_all(&target).unwrap();
     fs::create_dir_all(src.join("d")).unwrap();
     for i in 0..50 {
         fs::write(src.join(format!("d/f{i:02}")), format!("file {i}")).unwrap();
@@ -102,6 +104,7 @@ fn restore_single_file_from_older_generation_and_refuses_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let target = dir.path().join("t");
+    fs::create_dir_all(&target).unwrap();
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a"), "one").unwrap();
     let (t, s) = (target.to_str().unwrap(), src.to_str().unwrap());

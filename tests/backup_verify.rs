@@ -9,6 +9,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let target = dir.path().join("t");
+    fs::create_dir_all(&target).unwrap();
     fs::create_dir_all(src.join("d")).unwrap();
     for i in 0..20 {
         fs::write(src.join(format!("d/f{i:02}")), vec![i as u8; 1000 + i]).unwrap();
@@ -102,6 +103,7 @@ fn names_b3sum_cannot_print_are_still_verified_and_restore_reports_rot() {
     let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
     fs::write(src.join(odd), b"latin-1 name").unwrap();
     let target = dir.path().join("t");
+    fs::create_dir_all(&target).unwrap();
     offdisk_ok(&["backup", "--target", target.to_str().unwrap(), src.to_str().unwrap()]);
     let g = &generation_dirs(&target)[0];
     let stored = tree_of(g, &src).join(odd);

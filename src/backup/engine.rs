@@ -31,9 +31,11 @@ pub struct Previous {
 }
 
 impl Previous {
-    pub fn open(generation: &Path) -> Result<Previous, RecordError> {
-        let reader = MetadataReader::open(&generation.join(super::record::METADATA_FILE))?;
-        let mut p = Previous { tree: generation.join(super::record::TREE_DIR), cursor: Some(reader), current: None };
+    /// Opens generation `g` in the open `generations/` directory.
+    pub fn open(gens: &crate::fsaccess::Dir, g: &super::generation::Generation) -> Result<Previous, RecordError> {
+        let dir = gens.open_dir(std::ffi::OsStr::new(&g.name))?;
+        let reader = MetadataReader::open_in(&dir, super::record::METADATA_FILE)?;
+        let mut p = Previous { tree: g.path.join(super::record::TREE_DIR), cursor: Some(reader), current: None };
         p.advance();
         Ok(p)
     }

@@ -5,9 +5,10 @@
 //! `generations/.deleting-<name>/` being pruned. Only complete names are ever listed; a name
 //! becomes complete by one atomic rename after everything under it is synced.
 
-use super::record::{INFO_FILE, METADATA_FILE};
-use std::fs;
+use crate::fsaccess::{Dir, Entry, FileKind};
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub const GENERATIONS_DIR: &str = "generations";
@@ -117,25 +118,85 @@ pub fn generations_dir(root: &Path) -> PathBuf {
     root.join(GENERATIONS_DIR)
 }
 
-/// The entries of `dir`; none when it does not exist (a disk without backups yet).
-fn read_dir_or_empty(dir: &Path) -> io::Result<Box<dyn Iterator<Item = io::Result<fs::DirEntry>>>> {
-    match fs::read_dir(dir) {
-        Ok(rd) => Ok(Box::new(rd)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Box::new(std::iter::empty())),
-        Err(e) => Err(e),
+/// A backup root, opened once: the `--target` directory or the disk's mount point (a path
+/// the user gave, so resolved as such). Everything below it is reached through handles
+/// and never followed: the disk side may have been changed by anyone.
+#[derive(Debug)]
+pub struct Root {
+    pub path: PathBuf,
+    pub dir: Dir,
+}
+
+/// Why a backup root cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error("target {0} does not exist")]
+    Missing(PathBuf),
+    #[error("target {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("{0} holds no backups (it has no generations/ directory)")]
+    NoGenerationsDir(PathBuf),
+    #[error("{}: {error}", .path.display())]
+    Unsafe { path: PathBuf, error: io::Error },
+    #[error("{}: {error}", .path.display())]
+    Io { path: PathBuf, error: io::Error },
+}
+
+impl Root {
+    /// Opens an existing directory; a missing one is an error (never created: a mistyped
+    /// `--target` must not silently put a backup on the wrong filesystem).
+    pub fn open(path: &Path) -> Result<Root, RootError> {
+        match Dir::open_path(path) {
+            Ok(dir) => Ok(Root { path: path.to_path_buf(), dir }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RootError::Missing(path.to_path_buf())),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Err(RootError::NotADirectory(path.to_path_buf())),
+            Err(error) => Err(RootError::Io { path: path.to_path_buf(), error }),
+        }
+    }
+
+    pub fn generations_path(&self) -> PathBuf {
+        generations_dir(&self.path)
+    }
+
+    /// `generations/`, which must be a real directory (a symlink there is refused).
+    pub fn generations(&self) -> Result<Dir, RootError> {
+        self.dir.open_dir(OsStr::new(GENERATIONS_DIR)).map_err(|error| self.gens_error(error))
+    }
+
+    /// `generations/`, made if missing (only by a backup).
+    pub fn generations_or_create(&self) -> Result<Dir, RootError> {
+        self.dir.create_or_open_dir(OsStr::new(GENERATIONS_DIR), 0o755).map(|(d, _)| d).map_err(|error| self.gens_error(error))
+    }
+
+    fn gens_error(&self, error: io::Error) -> RootError {
+        let path = self.generations_path();
+        match error.kind() {
+            io::ErrorKind::NotFound => RootError::NoGenerationsDir(self.path.clone()),
+            io::ErrorKind::NotADirectory => RootError::Unsafe { path, error },
+            _ => RootError::Io { path, error },
+        }
     }
 }
 
-/// Complete generations, oldest first. A missing `generations/` means none.
-pub fn list(root: &Path) -> io::Result<Vec<Generation>> {
-    let dir = generations_dir(root);
+/// Whether an entry of `generations/` is a real directory (not a symlink to one).
+fn is_real_dir(dir: &Dir, e: &Entry) -> io::Result<bool> {
+    Ok(match e.kind {
+        FileKind::Dir => true,
+        FileKind::Unknown => dir.stat(&e.name)?.is_dir(),
+        _ => false,
+    })
+}
+
+/// Complete generations in the open `generations/` directory (shown as `gens_path`), oldest
+/// first. Entries named like generations that are not directories (a symlink to a host
+/// directory, say) are not generations and are left alone.
+pub fn list_in(gens: &Dir, gens_path: &Path) -> io::Result<Vec<Generation>> {
     let mut out = Vec::new();
-    for e in read_dir_or_empty(&dir)? {
-        let e = e?;
-        let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
-        if let Some((time, seq)) = parse_name(&name) {
-            if e.file_type()?.is_dir() {
-                out.push(Generation { path: dir.join(&name), name, time, seq });
+    for e in gens.entries()? {
+        let Some(name) = e.name.to_str() else { continue };
+        if let Some((time, seq)) = parse_name(name) {
+            if is_real_dir(gens, &e)? {
+                out.push(Generation { path: gens_path.join(name), name: name.to_string(), time, seq });
             }
         }
     }
@@ -143,19 +204,22 @@ pub fn list(root: &Path) -> io::Result<Vec<Generation>> {
     Ok(out)
 }
 
-/// Leftovers of interrupted runs: `.partial-*` and `.deleting-*` directories.
-pub fn leftovers(root: &Path) -> io::Result<Vec<PathBuf>> {
-    let dir = generations_dir(root);
+/// Complete generations under the backup root `root`, oldest first.
+pub fn list(root: &Path) -> Result<Vec<Generation>, RootError> {
+    let r = Root::open(root)?;
+    let gens = r.generations()?;
+    list_in(&gens, &r.generations_path()).map_err(|error| RootError::Io { path: r.generations_path(), error })
+}
+
+/// Leftovers of interrupted runs in `generations/`: `.partial-*` and `.deleting-*` names.
+pub fn leftovers_in(gens: &Dir) -> io::Result<Vec<OsString>> {
     let mut out = Vec::new();
-    for e in read_dir_or_empty(&dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(PARTIAL_PREFIX) || name.starts_with(DELETING_PREFIX) {
-            out.push(e.path());
+    for e in gens.entries()? {
+        let b = e.name.as_bytes();
+        if b.starts_with(PARTIAL_PREFIX.as_bytes()) || b.starts_with(DELETING_PREFIX.as_bytes()) {
+            out.push(e.name);
         }
     }
-    out.sort();
     Ok(out)
 }
 
@@ -188,27 +252,12 @@ pub fn find<'a>(gens: &'a [Generation], want: &str) -> Option<&'a Generation> {
     }
 }
 
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
 /// Makes a partial generation complete: everything under it must already be synced.
-/// The rename refuses to replace anything (RENAME_NOREPLACE), then the parent is synced.
-pub fn complete(partial: &Path, final_path: &Path) -> io::Result<()> {
-    fsync_dir(partial)?;
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        partial,
-        rustix::fs::CWD,
-        final_path,
-        rustix::fs::RenameFlags::NOREPLACE,
-    )?;
-    fsync_dir(final_path.parent().unwrap_or(Path::new(".")))
-}
-
-/// True when `dir` looks like a finished generation (its metadata and info exist).
-pub fn is_well_formed(dir: &Path) -> bool {
-    dir.join(METADATA_FILE).is_file() && dir.join(INFO_FILE).is_file()
+/// The rename refuses to replace anything (RENAME_NOREPLACE), then `generations/` is synced.
+pub fn complete(gens: &Dir, partial: &OsStr, name: &OsStr) -> io::Result<()> {
+    gens.open_dir(partial)?.sync()?;
+    gens.rename(partial, gens, name, true)?;
+    gens.sync()
 }
 
 #[cfg(test)]

@@ -25,11 +25,13 @@ pub mod verify;
 pub mod walk;
 
 use crate::error::{exit, Diagnose};
-use generation::{Generation, PARTIAL_PREFIX};
+use crate::fsaccess::{state, Dir};
+use generation::{Generation, Root, RootError, PARTIAL_PREFIX};
 use record::{Kind, Record, INFO_FILE, MANIFEST_FILE, METADATA_FILE, TREE_DIR};
 use retention::Retention;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -54,13 +56,20 @@ pub enum BackupError {
     NotInGeneration { path: PathBuf, generation: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// Something on the backup disk is not what offdisk makes (a symlink, FIFO or device
+    /// where a file or directory belongs): refused, nothing followed.
+    #[error("{}: {why}", .path.display())]
+    Refused { path: PathBuf, why: String },
 }
 
 impl Diagnose for BackupError {
     fn exit_code(&self) -> i32 {
         match self {
             BackupError::Busy(_) => exit::BUSY,
-            BackupError::Io { .. } | BackupError::NoSpace { .. } => exit::DEVICE,
+            BackupError::Io { .. } | BackupError::NoSpace { .. } | BackupError::Refused { .. } => exit::DEVICE,
+            BackupError::Root(RootError::Unsafe { .. } | RootError::Io { .. }) => exit::DEVICE,
             _ => exit::USAGE,
         }
     }
@@ -72,6 +81,15 @@ impl Diagnose for BackupError {
             ),
             BackupError::NoSuchGeneration(_) => Some("`offdisk generations` lists them".into()),
             BackupError::Metadata { .. } => Some("`offdisk verify` reports what else is damaged".into()),
+            BackupError::Root(RootError::Missing(_) | RootError::NotADirectory(_)) => {
+                Some("check the path; offdisk makes only generations/ inside an existing directory".into())
+            }
+            BackupError::Root(RootError::NoGenerationsDir(_)) => {
+                Some("check the path, or make a first backup there with `offdisk backup --target`".into())
+            }
+            BackupError::Root(RootError::Unsafe { .. }) | BackupError::Refused { .. } => Some(
+                "this is not what offdisk writes there; the disk may have been tampered with: inspect it before using it".into(),
+            ),
             _ => None,
         }
     }
@@ -103,9 +121,19 @@ pub struct GenerationInfo {
     pub seconds: f64,
 }
 
-pub fn read_info(gen_path: &Path) -> Option<GenerationInfo> {
-    let text = fs::read(gen_path.join(INFO_FILE)).ok()?;
-    serde_json::from_slice(&text).ok()
+/// Largest `info.json` accepted.
+pub const MAX_INFO_BYTES: u64 = 1 << 20;
+
+/// Parses `info.json` (pure: for any reader of a generation, on this host or not).
+pub fn parse_info(bytes: &[u8]) -> Option<GenerationInfo> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// The `info.json` of generation `name` in the open `generations/` (None if it is missing,
+/// unreadable, not a regular file or too big).
+pub fn read_info_in(gens: &Dir, name: &str) -> Option<GenerationInfo> {
+    let g = gens.open_dir(OsStr::new(name)).ok()?;
+    parse_info(&state::read(&g, OsStr::new(INFO_FILE), MAX_INFO_BYTES).ok()?)
 }
 
 #[derive(Debug, Clone)]
@@ -141,12 +169,16 @@ pub struct RootLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
-pub fn lock_root(root: &Path) -> Result<RootLock, BackupError> {
-    let path = root.join(generation::LOCK_FILE);
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_at(&path))?;
+pub fn lock_root(root: &Root) -> Result<RootLock, BackupError> {
+    let path = root.path.join(generation::LOCK_FILE);
+    let file = match state::open_lock(&root.dir, OsStr::new(generation::LOCK_FILE)) {
+        Ok(f) => f,
+        Err(state::StateError::Io(error)) => return Err(BackupError::Io { path, error }),
+        Err(e) => return Err(BackupError::Refused { path, why: e.to_string() }),
+    };
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(RootLock { _lock: lock }),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(BackupError::Busy(root.to_path_buf())),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(BackupError::Busy(root.path.clone())),
         Err((_, e)) => Err(BackupError::Io { path, error: e.into() }),
     }
 }
@@ -160,14 +192,15 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
     if opts.sources.is_empty() {
         return Err(BackupError::Invalid("no sources given".into()));
     }
-    let gen_dir = generation::generations_dir(&opts.root);
-    fs::create_dir_all(&gen_dir).map_err(io_at(&gen_dir))?;
-    let _lock = lock_root(&opts.root)?;
-    let cleaned = prune::clean_leftovers(&opts.root).map_err(io_at(&gen_dir))?;
+    let root = Root::open(&opts.root)?;
+    let gen_dir = root.generations_path();
+    let gens_dir = root.generations_or_create()?;
+    let _lock = lock_root(&root)?;
+    let cleaned = prune::clean_leftovers(&gens_dir, &gen_dir).map_err(io_at(&gen_dir))?;
 
     let mut sources = Vec::new();
     for s in &opts.sources {
-        fs::symlink_metadata(s).map_err(|error| BackupError::Source { path: s.clone(), error })?;
+        crate::fsaccess::lstat_path(s).map_err(|error| BackupError::Source { path: s.clone(), error })?;
         sources.push(walk::Source::host(s).map_err(|error| BackupError::Source { path: s.clone(), error })?);
     }
     let sources = walk::normalise_sources(sources);
@@ -176,10 +209,11 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
     walk_opts.skip.push(walk::Source::host(&opts.root).map_err(io_at(&opts.root))?.abs);
 
     let time = opts.time.unwrap_or_else(now);
-    let mut gens = generation::list(&opts.root).map_err(io_at(&gen_dir))?;
+    let list = || generation::list_in(&gens_dir, &gen_dir).map_err(io_at(&gen_dir));
+    let mut gens = list()?;
     let mut pruned = Vec::new();
     let mut prune_seconds = 0.0;
-    let made = match make_generation(opts, &sources, &walk_opts, &gens, time) {
+    let made = match make_generation(opts, &gens_dir, &sources, &walk_opts, &gens, time) {
         Err(Attempt::NoSpace(detail)) => {
             // Prune what the policy would prune once the new generation exists, then retry.
             let mut with_new = gens.clone();
@@ -198,12 +232,12 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
             }
             let started = Instant::now();
             for g in &doomed {
-                prune::prune_generation(&g.path).map_err(io_at(&g.path))?;
+                prune::prune_generation(&gens_dir, g).map_err(io_at(&g.path))?;
                 pruned.push(g.name.clone());
             }
             prune_seconds += started.elapsed().as_secs_f64();
-            gens = generation::list(&opts.root).map_err(io_at(&gen_dir))?;
-            match make_generation(opts, &sources, &walk_opts, &gens, time) {
+            gens = list()?;
+            match make_generation(opts, &gens_dir, &sources, &walk_opts, &gens, time) {
                 Err(Attempt::NoSpace(detail)) => {
                     let free = free_bytes(&opts.root).map(|b| format!("; {} MiB free", b >> 20)).unwrap_or_default();
                     return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}{free}; pruned {} by policy first", pruned.len()) })
@@ -218,12 +252,12 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
     let (info, path, warnings) = made;
 
     // Retention runs only now that the new generation is complete and synced.
-    let gens = generation::list(&opts.root).map_err(io_at(&gen_dir))?;
+    let gens = list()?;
     let started = Instant::now();
     for d in retention::plan(&gens, &opts.retention) {
         if d.keep.is_none() && d.name != info.name {
             if let Some(g) = gens.iter().find(|g| g.name == d.name) {
-                prune::prune_generation(&g.path).map_err(io_at(&g.path))?;
+                prune::prune_generation(&gens_dir, g).map_err(io_at(&g.path))?;
                 pruned.push(d.name);
             }
         }
@@ -262,6 +296,7 @@ impl Writers {
 
 fn make_generation(
     opts: &BackupOptions,
+    gens_dir: &Dir,
     sources: &[walk::Source],
     walk_opts: &walk::WalkOptions,
     gens: &[Generation],
@@ -270,7 +305,8 @@ fn make_generation(
     let started = Instant::now();
     let gen_dir = generation::generations_dir(&opts.root);
     let (name, time, _) = generation::next_name(gens, time);
-    let partial = gen_dir.join(format!("{PARTIAL_PREFIX}{name}"));
+    let partial_name = format!("{PARTIAL_PREFIX}{name}");
+    let partial = gen_dir.join(&partial_name);
     let final_path = gen_dir.join(&name);
     let no_space = engine::is_no_space;
     let fail = |path: &Path, e: io::Error| -> Attempt {
@@ -281,20 +317,22 @@ fn make_generation(
         }
     };
     let tree = partial.join(TREE_DIR);
-    fs::create_dir(&partial).map_err(|e| fail(&partial, e))?;
+    gens_dir.create_dir(OsStr::new(&partial_name), 0o755).map_err(|e| fail(&partial, e))?;
     let result = (|| -> Result<(GenerationInfo, Vec<String>), Attempt> {
-        fs::create_dir(&tree).map_err(|e| fail(&tree, e))?;
-        let create = |n: &str| -> Result<BufWriter<File>, Attempt> {
-            let p = partial.join(n);
-            let f = File::create(&p).map_err(|e| fail(&p, e))?;
-            Ok(BufWriter::with_capacity(256 * 1024, f))
+        let pdir = gens_dir.open_dir(OsStr::new(&partial_name)).map_err(|e| fail(&partial, e))?;
+        pdir.create_dir(OsStr::new(TREE_DIR), 0o755).map_err(|e| fail(&tree, e))?;
+        let tree_dir = pdir.open_dir(OsStr::new(TREE_DIR)).map_err(|e| fail(&tree, e))?;
+        let create = |n: &str| -> Result<File, Attempt> { pdir.create_file(OsStr::new(n), 0o644).map_err(|e| fail(&partial.join(n), e)) };
+        let (meta_file, manifest_file) = (create(METADATA_FILE)?, create(MANIFEST_FILE)?);
+        let buffered = |f: &File| -> Result<BufWriter<File>, Attempt> {
+            Ok(BufWriter::with_capacity(256 * 1024, f.try_clone().map_err(|e| fail(&partial, e))?))
         };
-        let mut w = Writers { metadata: create(METADATA_FILE)?, manifest: create(MANIFEST_FILE)? };
+        let mut w = Writers { metadata: buffered(&meta_file)?, manifest: buffered(&manifest_file)? };
         record::write_header(&mut w.metadata).map_err(|e| fail(&partial, e))?;
 
         let mut warnings = Vec::new();
         let previous = match gens.last() {
-            Some(g) => match engine::Previous::open(&g.path) {
+            Some(g) => match engine::Previous::open(gens_dir, g) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     warnings.push(format!("previous generation {}: {e}; copying everything", g.name));
@@ -303,11 +341,11 @@ fn make_generation(
             },
             None => None,
         };
-        let expected = gens.last().and_then(|g| read_info(&g.path));
+        let expected = gens.last().and_then(|g| read_info_in(gens_dir, &g.name));
         let mut bar = progress::Progress::new(opts.progress, expected.as_ref().map(|i| (i.files, i.bytes)));
         let walker = walk::Walker::new(sources.to_vec(), walk_opts.clone());
         let popts = engine::PipelineOptions { dst_root: tree.clone(), threads: opts.threads, mode: engine::Mode::Backup };
-        let flusher = Flusher::start(&opts.root);
+        let flusher = Flusher::start(gens_dir);
         let stats = engine::run(walker, previous, &popts, &mut |r| w.write(r), &mut |s| bar.update(s));
         flusher.stop();
         bar.finish();
@@ -322,8 +360,7 @@ fn make_generation(
         }
 
         // Directory metadata last, streaming the records just written.
-        let meta_path = partial.join(METADATA_FILE);
-        let reader = record::MetadataReader::open(&meta_path)
+        let reader = record::MetadataReader::open_in(&pdir, METADATA_FILE)
             .map_err(|e| Attempt::Failed(BackupError::Metadata { generation: name.clone(), error: e }))?;
         for r in reader {
             let r = r.map_err(|e| Attempt::Failed(BackupError::Metadata { generation: name.clone(), error: e }))?;
@@ -358,25 +395,24 @@ fn make_generation(
         };
         let info_path = partial.join(INFO_FILE);
         let json = serde_json::to_vec_pretty(&info).map_err(|e| Attempt::Failed(BackupError::Invalid(e.to_string())))?;
-        fs::write(&info_path, json).map_err(|e| fail(&info_path, e))?;
+        let mut info_file = create(INFO_FILE)?;
+        info_file.write_all(&json).map_err(|e| fail(&info_path, e))?;
 
         // One syncfs makes every file, directory and link written above durable
         // (far cheaper than an fsync per file); then the small files and dirs once more.
-        let root_fd = File::open(&opts.root).map_err(|e| fail(&opts.root, e))?;
-        rustix::fs::syncfs(&root_fd).map_err(|e| fail(&opts.root, e.into()))?;
-        for n in [METADATA_FILE, MANIFEST_FILE, INFO_FILE] {
-            let p = partial.join(n);
-            File::open(&p).and_then(|f| f.sync_all()).map_err(|e| fail(&p, e))?;
+        pdir.syncfs().map_err(|e| fail(&opts.root, e))?;
+        for (n, f) in [(METADATA_FILE, &meta_file), (MANIFEST_FILE, &manifest_file), (INFO_FILE, &info_file)] {
+            f.sync_all().map_err(|e| fail(&partial.join(n), e))?;
         }
-        generation::fsync_dir(&tree).map_err(|e| fail(&tree, e))?;
-        generation::complete(&partial, &final_path).map_err(|e| fail(&final_path, e))?;
+        tree_dir.sync().map_err(|e| fail(&tree, e))?;
+        generation::complete(gens_dir, OsStr::new(&partial_name), OsStr::new(&name)).map_err(|e| fail(&final_path, e))?;
         Ok((info, warnings))
     })();
     match result {
         Ok((info, warnings)) => Ok((info, final_path, warnings)),
         Err(e) => {
             // The partial generation is useless now; removing it frees the space it took.
-            let _ = prune::remove_tree(&partial);
+            let _ = prune::remove_tree_at(gens_dir, OsStr::new(&partial_name), &partial);
             Err(e)
         }
     }
@@ -391,9 +427,9 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(root: &Path) -> Flusher {
+    fn start(dir: &Dir) -> Flusher {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let thread = File::open(root).ok().map(|fd| {
+        let thread = dir.try_clone().ok().map(|fd| {
             let stop = std::sync::Arc::clone(&stop);
             std::thread::spawn(move || {
                 use std::sync::atomic::Ordering;
@@ -405,7 +441,7 @@ impl Flusher {
                         }
                     }
                     // Errors show up again in the final, checked sync.
-                    let _ = rustix::fs::syncfs(&fd);
+                    let _ = fd.syncfs();
                 }
             })
         });
@@ -422,16 +458,44 @@ impl Flusher {
 
 /// Complete generations with their `info.json` (None if unreadable), oldest first.
 pub fn list_generations(root: &Path) -> Result<Vec<(Generation, Option<GenerationInfo>)>, BackupError> {
-    let gens = generation::list(root).map_err(io_at(root))?;
+    let r = Root::open(root)?;
+    let gens_dir = r.generations()?;
+    let gens = generation::list_in(&gens_dir, &r.generations_path()).map_err(io_at(root))?;
     Ok(gens.into_iter().map(|g| {
-        let info = read_info(&g.path);
+        let info = read_info_in(&gens_dir, &g.name);
         (g, info)
     }).collect())
 }
 
+/// Deletes generation `name` (exact name only: a prefix is too easy to get wrong when
+/// deleting; never the newest complete one), under the root's lock.
+pub fn delete_generation(root: &Path, name: &str) -> Result<(), BackupError> {
+    let r = Root::open(root)?;
+    let gens_dir = r.generations()?;
+    let _lock = lock_root(&r)?;
+    let gens = generation::list_in(&gens_dir, &r.generations_path()).map_err(io_at(root))?;
+    let g = gens.iter().find(|g| g.name == name).ok_or_else(|| BackupError::NoSuchGeneration(name.to_string()))?;
+    if gens.last() == Some(g) {
+        return Err(BackupError::Invalid(format!("{} is the newest complete generation; make a new backup first", g.name)));
+    }
+    prune::prune_generation(&gens_dir, g).map_err(io_at(&g.path))
+}
+
+/// Opens the root and its `generations/` and resolves `--generation` there.
+pub fn open_generation(root: &Path, want: Option<&str>) -> Result<(Root, Dir, Generation), BackupError> {
+    let r = Root::open(root)?;
+    let gens_dir = r.generations()?;
+    let gens = generation::list_in(&gens_dir, &r.generations_path()).map_err(io_at(root))?;
+    let g = match want {
+        None => gens.last().cloned().ok_or_else(|| BackupError::NoGenerations(root.to_path_buf()))?,
+        Some(w) => generation::find(&gens, w).cloned().ok_or_else(|| BackupError::NoSuchGeneration(w.to_string()))?,
+    };
+    Ok((r, gens_dir, g))
+}
+
 /// Resolves `--generation` (a name, a unique prefix, or `latest`; default the newest).
 pub fn pick_generation(root: &Path, want: Option<&str>) -> Result<Generation, BackupError> {
-    let gens = generation::list(root).map_err(io_at(root))?;
+    let gens = generation::list(root)?;
     match want {
         None => gens.last().cloned().ok_or_else(|| BackupError::NoGenerations(root.to_path_buf())),
         Some(w) => generation::find(&gens, w).cloned().ok_or_else(|| BackupError::NoSuchGeneration(w.to_string())),
@@ -440,6 +504,5 @@ pub fn pick_generation(root: &Path, want: Option<&str>) -> Result<Generation, Ba
 
 /// Bytes free for an unprivileged writer on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
-    let s = rustix::fs::statvfs(path)?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    Dir::open_path(path)?.free_bytes()
 }

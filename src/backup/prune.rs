@@ -6,96 +6,94 @@
 //! directory descriptors (hard-link trees are mostly link-count updates, so the cost is
 //! syscalls, which parallelise).
 
-use super::generation::{fsync_dir, DELETING_PREFIX};
+use super::generation::{Generation, DELETING_PREFIX};
+use crate::fsaccess::{Dir, FileKind};
 use rayon::prelude::*;
-use rustix::fs::{AtFlags, Mode, OFlags, CWD};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-/// Renames a complete generation out of the listing, then deletes it.
-pub fn prune_generation(gen_path: &Path) -> io::Result<()> {
-    let parent = gen_path.parent().ok_or_else(|| io::Error::other("generation has no parent"))?;
-    let name = gen_path.file_name().ok_or_else(|| io::Error::other("generation has no name"))?;
-    let mut doomed_name = OsString::from(DELETING_PREFIX);
-    doomed_name.push(name);
-    let doomed = parent.join(doomed_name);
-    std::fs::rename(gen_path, &doomed)?;
-    fsync_dir(parent)?;
-    remove_tree(&doomed)
+/// Renames a complete generation (an entry of the open `gens`) out of the listing, then
+/// deletes it.
+pub fn prune_generation(gens: &Dir, g: &Generation) -> io::Result<()> {
+    let name = OsStr::new(&g.name);
+    let mut doomed = OsString::from(DELETING_PREFIX);
+    doomed.push(name);
+    gens.rename(name, gens, &doomed, true)?;
+    gens.sync()?;
+    let shown = g.path.with_file_name(&doomed);
+    remove_tree_at(gens, &doomed, &shown)
 }
 
-/// Deletes a directory tree (not following symlinks), using the rayon pool.
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
+/// Deletes `name` in `parent` and, if it is a directory, everything below it, never
+/// following a symlink (a symlink is removed itself), using the rayon pool.
+pub fn remove_tree_at(parent: &Dir, name: &OsStr, shown: &Path) -> io::Result<()> {
+    let dir = match parent.open_dir(name) {
+        Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-        Ok(m) if !m.is_dir() => return std::fs::remove_file(path),
-        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            return match parent.unlink(name) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(crate::fsaccess::at(shown, e)),
+                _ => Ok(()),
+            }
+        }
+        Err(e) => return Err(crate::fsaccess::at(shown, e)),
+    };
+    remove_contents(&dir, shown)?;
+    drop(dir);
+    match parent.remove_dir(name) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(crate::fsaccess::at(shown, e)),
+        _ => Ok(()),
     }
-    let fd = open_dir(None, path)?;
-    remove_contents(&fd, path)?;
-    drop(fd);
-    std::fs::remove_dir(path)
 }
 
-fn open_dir(parent: Option<&OwnedFd>, name: &Path) -> io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(match parent {
-        Some(p) => rustix::fs::openat(p, name, flags, Mode::empty())?,
-        None => rustix::fs::openat(CWD, name, flags, Mode::empty())?,
-    })
-}
-
-fn remove_contents(dir: &OwnedFd, shown: &Path) -> io::Result<()> {
+fn remove_contents(dir: &Dir, shown: &Path) -> io::Result<()> {
     let mut subdirs: Vec<OsString> = Vec::new();
-    let mut reader = rustix::fs::Dir::read_from(dir)?;
-    let mut names = Vec::new();
-    while let Some(entry) = reader.read() {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
+    let entries = dir.entries().map_err(|e| crate::fsaccess::at(shown, e))?;
+    for e in entries {
+        if e.kind == FileKind::Dir {
+            subdirs.push(e.name);
             continue;
         }
-        let name = OsString::from_vec(name.to_vec());
-        match entry.file_type() {
-            rustix::fs::FileType::Directory => subdirs.push(name),
-            rustix::fs::FileType::Unknown => names.push((name, true)),
-            _ => names.push((name, false)),
-        }
-    }
-    for (name, unknown) in names {
-        match rustix::fs::unlinkat(dir, name.as_os_str(), AtFlags::empty()) {
+        match dir.unlink(&e.name) {
             Ok(()) => {}
             // d_type unknown and it was a directory after all.
-            Err(rustix::io::Errno::ISDIR) if unknown => subdirs.push(name),
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", shown.join(&name).display()))),
+            Err(err) if err.raw_os_error() == Some(libc::EISDIR) && e.kind == FileKind::Unknown => subdirs.push(e.name),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(crate::fsaccess::at(&shown.join(&e.name), err)),
         }
     }
     subdirs.par_iter().try_for_each(|name| -> io::Result<()> {
-        let child = open_dir(Some(dir), Path::new(name))?;
-        remove_contents(&child, &shown.join(name))?;
+        let child_shown = shown.join(name);
+        let child = match dir.open_dir(name) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(crate::fsaccess::at(&child_shown, e)),
+        };
+        remove_contents(&child, &child_shown)?;
         drop(child);
-        match rustix::fs::unlinkat(dir, name.as_os_str(), AtFlags::REMOVEDIR) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-            Err(e) => Err(io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", shown.join(name).display()))),
+        match dir.remove_dir(name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(crate::fsaccess::at(&child_shown, e)),
+            _ => Ok(()),
         }
     })
 }
 
-/// Removes what interrupted runs left (partial and half-deleted generations).
-pub fn clean_leftovers(root: &Path) -> io::Result<Vec<PathBuf>> {
-    let left = super::generation::leftovers(root)?;
-    for p in &left {
-        remove_tree(p)?;
+/// Removes what interrupted runs left (partial and half-deleted generations) in the open
+/// `generations/` directory shown as `gens_path`.
+pub fn clean_leftovers(gens: &Dir, gens_path: &Path) -> io::Result<Vec<PathBuf>> {
+    let left = super::generation::leftovers_in(gens)?;
+    let mut out = Vec::new();
+    for name in &left {
+        let shown = gens_path.join(name);
+        remove_tree_at(gens, name, &shown)?;
+        out.push(shown);
     }
     if !left.is_empty() {
-        fsync_dir(&super::generation::generations_dir(root))?;
+        gens.sync()?;
     }
-    Ok(left)
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -112,7 +110,8 @@ mod tests {
         std::fs::hard_link(t.join("a/b/c/f"), t.join("x/g")).unwrap();
         std::os::unix::fs::symlink(dir.path(), t.join("x/escape")).unwrap();
         std::fs::write(dir.path().join("keep"), b"k").unwrap();
-        remove_tree(&t).unwrap();
+        let d = Dir::open_path(dir.path()).unwrap();
+        remove_tree_at(&d, OsStr::new("t"), &t).unwrap();
         assert!(!t.exists());
         assert!(dir.path().join("keep").exists(), "followed a symlink out of the tree");
     }

@@ -240,29 +240,66 @@ pub fn manifest_line(hash: &[u8; 32], path: &Path) -> Option<String> {
     }
 }
 
-/// Streams `metadata.tsv` records.
+/// Longest `metadata.tsv` line accepted: a path of any practical depth (escaped names can
+/// be four times their bytes), while a hostile file (say a link to `/dev/zero`, or one
+/// endless line) cannot make the reader allocate without bound.
+pub const MAX_LINE: usize = 4 << 20;
+
+/// Reads one line (newline included) into `buf`, at most `max` bytes: `Ok(false)` at the
+/// end of input, an error for a longer line.
+pub fn read_line_bounded(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> {
+    buf.clear();
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(!buf.is_empty());
+        }
+        let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if buf.len() + take > max {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("line longer than {max} bytes")));
+        }
+        buf.extend_from_slice(&avail[..take]);
+        r.consume(take);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+/// Streams `metadata.tsv` records from any reader (pure parsing: the same code reads a
+/// generation on this host or inside a disk image).
 pub struct MetadataReader<R> {
     inner: R,
     line: u64,
-    buf: String,
+    buf: Vec<u8>,
+    done: bool,
 }
 
 impl<R: BufRead> MetadataReader<R> {
     /// Checks the header and returns a reader positioned at the first record.
     pub fn new(mut inner: R) -> Result<Self, RecordError> {
-        let mut header = String::new();
-        inner.read_line(&mut header)?;
+        let mut header = Vec::new();
+        read_line_bounded(&mut inner, &mut header, 4096)?;
+        let header = String::from_utf8_lossy(&header);
         let header = header.trim_end_matches('\n');
         if header != METADATA_HEADER {
-            return Err(RecordError::Version(header.to_string()));
+            return Err(RecordError::Version(header.chars().take(80).collect()));
         }
-        Ok(MetadataReader { inner, line: 1, buf: String::new() })
+        Ok(MetadataReader { inner, line: 1, buf: Vec::new(), done: false })
     }
 }
 
 impl MetadataReader<io::BufReader<std::fs::File>> {
-    pub fn open(path: &Path) -> Result<Self, RecordError> {
-        let f = std::fs::File::open(path)?;
+    /// Opens `name` in the generation directory `dir`: a regular file, not followed.
+    pub fn open_in(dir: &crate::fsaccess::Dir, name: &str) -> Result<Self, RecordError> {
+        let (f, _) = dir.open_file(OsStr::new(name), None).map_err(io::Error::from)?;
         Self::new(io::BufReader::with_capacity(256 * 1024, f))
     }
 }
@@ -270,18 +307,30 @@ impl MetadataReader<io::BufReader<std::fs::File>> {
 impl<R: BufRead> Iterator for MetadataReader<R> {
     type Item = Result<Record, RecordError>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.buf.clear();
-        match self.inner.read_line(&mut self.buf) {
-            Ok(0) => None,
-            Ok(_) => {
-                self.line += 1;
-                if !self.buf.ends_with('\n') {
-                    return Some(Err(RecordError::Malformed { line: self.line, reason: "truncated line".into() }));
-                }
-                Some(Record::parse_line(&self.buf[..self.buf.len() - 1], self.line))
-            }
-            Err(e) => Some(Err(e.into())),
+        if self.done {
+            return None;
         }
+        let r = match read_line_bounded(&mut self.inner, &mut self.buf, MAX_LINE) {
+            Ok(false) => None,
+            Ok(true) => {
+                self.line += 1;
+                if !self.buf.ends_with(b"\n") {
+                    Some(Err(RecordError::Malformed { line: self.line, reason: "truncated line".into() }))
+                } else {
+                    match std::str::from_utf8(&self.buf[..self.buf.len() - 1]) {
+                        Ok(l) => Some(Record::parse_line(l, self.line)),
+                        Err(_) => Some(Err(RecordError::Malformed { line: self.line, reason: "not UTF-8".into() })),
+                    }
+                }
+            }
+            Err(e) => Some(Err(RecordError::Malformed { line: self.line + 1, reason: e.to_string() })),
+        };
+        // After an error nothing that follows can be trusted (and a reader that keeps
+        // failing must not loop forever).
+        if !matches!(r, Some(Ok(_))) {
+            self.done = true;
+        }
+        r
     }
 }
 

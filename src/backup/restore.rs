@@ -41,7 +41,7 @@ pub fn relative_in_tree(path: &Path) -> Result<PathBuf, BackupError> {
 }
 
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
-    let g = super::pick_generation(&opts.root, opts.generation.as_deref())?;
+    let (_root, gens_dir, g) = super::open_generation(&opts.root, opts.generation.as_deref())?;
     let tree = g.path.join(TREE_DIR);
     let mut sources = Vec::new();
     for p in &opts.paths {
@@ -56,7 +56,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
     let walker = Walker::new(normalise_sources(sources), WalkOptions::default());
     let popts = PipelineOptions { dst_root: opts.dest.clone(), threads: opts.threads, mode: Mode::Restore };
 
-    let mut expected = Previous::open(&g.path).ok();
+    let mut expected = Previous::open(&gens_dir, &g).ok();
     let mut dirs: Vec<Record> = Vec::new();
     let mut damaged: Vec<String> = Vec::new();
     let mut sink = |r: &Record| -> std::io::Result<()> {

@@ -76,7 +76,7 @@ pub struct VerifyReport {
 pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BackupError> {
     let gens: Vec<Generation> = match &opts.generation {
         Some(g) => vec![super::pick_generation(&opts.root, Some(g))?],
-        None => super::generation::list(&opts.root).map_err(|error| BackupError::Io { path: opts.root.clone(), error })?,
+        None => super::generation::list(&opts.root)?,
     };
     if gens.is_empty() {
         return Err(BackupError::NoGenerations(opts.root.clone()));
@@ -158,7 +158,10 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
     if !g.path.join(MANIFEST_FILE).is_file() {
         report.problems.push(problem(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new()));
     }
-    let records = match MetadataReader::open(&g.path.join(METADATA_FILE)) {
+    let records = match crate::fsaccess::Dir::open_path(&g.path)
+        .map_err(super::record::RecordError::from)
+        .and_then(|d| MetadataReader::open_in(&d, METADATA_FILE))
+    {
         Ok(r) => r,
         Err(e) => {
             report.problems.push(problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string()));

@@ -280,14 +280,16 @@ pub fn run_backup(a: BackupArgs, verbose: bool) -> CliResult {
             _ => (String::new(), None),
         },
     };
-    let mut ledger = Ledger::load_disk(&r.root).ok().flatten().unwrap_or_else(|| Ledger::new(&uuid, label.as_deref()));
+    // Only the disk's identity as registered here goes into the ledgers: the disk's own copy
+    // is untrusted and only supplies identity when no disk is configured.
+    let mut ledger = Ledger::new(&uuid, label.as_deref());
     ledger.record_backup(gens, &s.info.name, s.info.time, hostname());
     let mut ledger_warnings = Vec::new();
     if let Err(e) = ledger.save_disk(&r.root) {
         ledger_warnings.push(format!("ledger on disk: {e}"));
     }
     if r.disk.is_some() {
-        if let Err(e) = ledger.save_host(&r.config.ledger_dir()) {
+        if let Err(e) = ledger.save_host(&r.config.ledger_dir(), &uuid) {
             ledger_warnings.push(format!("host ledger: {e}"));
         }
     }
@@ -368,16 +370,9 @@ pub fn run_verify(a: VerifyArgs, _verbose: bool) -> CliResult {
 pub fn run_generations(a: GenerationsArgs, _verbose: bool) -> CliResult {
     let r = resolve(&a.target)?;
     if let Some(name) = &a.delete {
-        let _lock = backup::lock_root(&r.root)?;
-        let gens = backup::generation::list(&r.root).map_err(|e| Failure::new(exit::DEVICE, format!("{}: {e}", r.root.display())))?;
-        // Exact names only: a prefix is too easy to get wrong when deleting.
-        let g = gens.iter().find(|g| g.name == *name).ok_or_else(|| Failure::usage(format!("no generation named {name:?}")))?;
-        if gens.last() == Some(g) {
-            return Err(Failure::usage(format!("{} is the newest complete generation", g.name)).with_hint("make a new backup first"));
-        }
         let started = std::time::Instant::now();
-        backup::prune::prune_generation(&g.path).map_err(|e| Failure::new(exit::DEVICE, format!("{}: {e}", g.path.display())))?;
-        eprintln!("deleted {} in {:.2} s", g.name, started.elapsed().as_secs_f64());
+        backup::delete_generation(&r.root, name)?;
+        eprintln!("deleted {name} in {:.2} s", started.elapsed().as_secs_f64());
         return Ok(exit::OK);
     }
     let gens = backup::list_generations(&r.root)?;

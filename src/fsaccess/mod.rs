@@ -544,7 +544,7 @@ pub fn raise_fd_limit() -> u64 {
     if let (Some(cur), Some(max)) = (l.current, l.maximum) {
         if cur < max {
             l.current = Some(max.min(1 << 20));
-            if setrlimit(Resource::Nofile, l.clone()).is_ok() {
+            if setrlimit(Resource::Nofile, l).is_ok() {
                 return l.current.unwrap_or(cur);
             }
         }

@@ -202,15 +202,12 @@ fn metadata_changes_act_on_handles_and_on_links_themselves() {
     d.chown_at(os("l"), me.0, me.1).unwrap();
     // xattrs through the handle and through /proc/self/fd for a name.
     let attrs = vec![(b"user.k".to_vec(), b"v".to_vec())];
-    match xattr::write_all(xattr::Node::Fd(f.as_fd()), &attrs) {
-        Ok(0) => {
-            assert_eq!(xattr::read_all(xattr::Node::At(&d, os("f"))).unwrap(), attrs);
-            d.hard_link(os("f"), &d, os("g")).unwrap();
-            let g = d.open_file(os("g"), None).unwrap().0;
-            assert_eq!(xattr::read_all(xattr::Node::Fd(g.as_fd())).unwrap(), attrs);
-        }
-        // A filesystem without user xattrs: nothing more to check here.
-        _ => {}
+    // A filesystem without user xattrs skips them: nothing more to check there.
+    if let Ok(0) = xattr::write_all(xattr::Node::Fd(f.as_fd()), &attrs) {
+        assert_eq!(xattr::read_all(xattr::Node::At(&d, os("f"))).unwrap(), attrs);
+        d.hard_link(os("f"), &d, os("g")).unwrap();
+        let g = d.open_file(os("g"), None).unwrap().0;
+        assert_eq!(xattr::read_all(xattr::Node::Fd(g.as_fd())).unwrap(), attrs);
     }
     let _ = t;
 }

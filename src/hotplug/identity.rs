@@ -11,8 +11,9 @@ use crate::secret::SecretBytes;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use crate::fsaccess::{state, Dir};
+use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const HOST_KEY_PATH: &str = "/etc/offdisk/host.key";
@@ -53,27 +54,34 @@ impl HostKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        let (dir, name) = split(path)?;
+        std::fs::create_dir_all(dir)?;
+        let d = Dir::open_path(dir)?;
         let key = SecretBytes::random(KEY_LEN)?;
-        let tmp = path.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        // A fresh temporary (O_EXCL|O_NOFOLLOW): nothing planted at its name is opened.
+        let mut tmp = name.to_os_string();
+        tmp.push(format!(".tmp-{}", std::process::id()));
+        let _ = d.unlink(&tmp);
+        let mut f = d.create_file(&tmp, 0o600)?;
+        crate::fsaccess::set_mode(&f, 0o600)?;
         f.write_all(key.expose())?;
         f.sync_all()?;
-        // hard_link fails if someone else created the key meanwhile: then use theirs.
-        let linked = std::fs::hard_link(&tmp, path);
-        let _ = std::fs::remove_file(&tmp);
+        // The link fails if someone else created the key meanwhile: then use theirs.
+        let linked = d.hard_link(&tmp, &d, name);
+        let _ = d.unlink(&tmp);
         match linked {
-            Ok(()) => Ok(HostKey(key)),
+            Ok(()) => {
+                d.sync()?;
+                Ok(HostKey(key))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
             Err(e) => Err(e),
         }
     }
 
     pub fn load(path: &Path) -> std::io::Result<HostKey> {
-        let v = std::fs::read(path)?;
+        let (dir, name) = split(path)?;
+        let v = state::read(&Dir::open_path(dir)?, name, 4096)?;
         let k = SecretBytes::from_vec(v);
         if k.len() != KEY_LEN {
             return Err(std::io::Error::other(format!("{}: host key must be {KEY_LEN} bytes", path.display())));
@@ -118,7 +126,29 @@ pub fn record_path(mount: &Path, key: &HostKey) -> PathBuf {
     mount.join(RECORD_DIR).join(format!("{}.json", key.host_id()))
 }
 
-/// Writes (or replaces) this host's record on the mounted disk, crash-safely.
+fn split(path: &Path) -> std::io::Result<(&Path, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => Ok((if d.as_os_str().is_empty() { Path::new(".") } else { d }, n)),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{}: not a file path", path.display()))),
+    }
+}
+
+/// `.offdisk/identity` on the mounted disk, each level a real directory (made if `create`).
+fn record_dir(mount: &Path, create: bool) -> std::io::Result<Dir> {
+    let mut d = Dir::open_path(mount)?;
+    for part in Path::new(RECORD_DIR).iter() {
+        d = if create { d.create_or_open_dir(part, 0o700)?.0 } else { d.open_dir(part)? };
+    }
+    Ok(d)
+}
+
+fn record_name(key: &HostKey) -> String {
+    format!("{}.json", key.host_id())
+}
+
+/// Writes (or replaces) this host's record on the mounted disk, crash-safely, through
+/// directory handles: nothing on the disk (a symlink at `.offdisk`, at the record or at its
+/// temporary) can make root write anywhere else.
 pub fn write_record(mount: &Path, key: &HostKey, luks_uuid: &str, disk_id: &str) -> std::io::Result<PathBuf> {
     let rec = IdentityRecord {
         version: 1,
@@ -128,33 +158,25 @@ pub fn write_record(mount: &Path, key: &HostKey, luks_uuid: &str, disk_id: &str)
         mac: hex(&key.mac(luks_uuid, disk_id).finalize().into_bytes()),
     };
     let path = record_path(mount, key);
-    let dir = path.parent().expect("record path has a parent");
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(&rec).map_err(std::io::Error::other)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    let dir = record_dir(mount, true).map_err(|e| crate::fsaccess::at(&mount.join(RECORD_DIR), e))?;
+    let json = serde_json::to_string_pretty(&rec).map_err(std::io::Error::other)?;
+    state::write_atomic(&dir, OsStr::new(&record_name(key)), json.as_bytes(), 0o600).map_err(|e| crate::fsaccess::at(&path, e))?;
     Ok(path)
 }
 
 /// Checks this host's record on the mounted disk. The error says why, for the log and
 /// the notification; it never carries secrets.
 pub fn check(mount: &Path, key: &HostKey, luks_uuid: &str, disk_id: &str) -> Result<(), String> {
-    let path = record_path(mount, key);
-    let text = {
-        use std::io::Read;
-        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path);
-        let mut s = String::new();
-        match f.and_then(|f| f.take(64 * 1024).read_to_string(&mut s)) {
-            Ok(_) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err("no identity record for this host on the disk".into())
-            }
-            Err(e) => return Err(format!("cannot read the identity record: {e}")),
-        }
+    let none = || "no identity record for this host on the disk".to_string();
+    let dir = match record_dir(mount, false) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(none()),
+        Err(e) => return Err(format!("cannot read the identity record: {}: {e}", RECORD_DIR)),
+    };
+    let text = match state::read(&dir, OsStr::new(&record_name(key)), 64 * 1024) {
+        Ok(b) => String::from_utf8(b).map_err(|_| "malformed identity record: not UTF-8".to_string())?,
+        Err(state::StateError::Missing) => return Err(none()),
+        Err(e) => return Err(format!("cannot read the identity record: {e}")),
     };
     let rec: IdentityRecord = serde_json::from_str(&text).map_err(|e| format!("malformed identity record: {e}"))?;
     if rec.version != 1 {

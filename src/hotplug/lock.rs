@@ -5,7 +5,6 @@
 
 use super::HotplugError;
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Default directory for lock files.
@@ -35,15 +34,10 @@ pub fn lock_path(dir: &Path, luks_uuid: &str) -> PathBuf {
 pub fn try_lock(dir: &Path, luks_uuid: &str) -> Result<Option<DockLock>, HotplugError> {
     std::fs::create_dir_all(dir).map_err(|e| HotplugError::io(format!("creating {}", dir.display()), e))?;
     let path = lock_path(dir, luks_uuid);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| HotplugError::io(format!("opening {}", path.display()), e))?;
+    let d = crate::fsaccess::Dir::open_path(dir).map_err(|e| HotplugError::io(format!("opening {}", dir.display()), e))?;
+    let name = path.file_name().unwrap_or_default();
+    // A regular file or nothing: a symlink is not followed and a FIFO does not block.
+    let file = crate::fsaccess::state::open_lock(&d, name).map_err(|e| HotplugError::io(format!("opening {}", path.display()), e.into()))?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(f) => Ok(Some(DockLock { _file: f, path })),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_offdisk")
+/// The binary under test; `OFFDISK_TEST_BIN` points the same tests at another build (to
+/// show a hostile-input test fails on the code before its fix).
+pub fn bin() -> String {
+    std::env::var("OFFDISK_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_offdisk").to_string())
 }
 
 /// Runs offdisk with a config file that does not exist being harmless: points
@@ -33,6 +35,84 @@ pub fn empty_config() -> PathBuf {
 
 pub fn run(args: &[&str]) -> Output {
     Command::new(bin()).args(args).env("OFFDISK_CONFIG", empty_config()).output().expect("run offdisk")
+}
+
+/// Runs offdisk and gives up (killing it) if it has not ended after `secs`: only to tell a
+/// hang (a FIFO opened for reading) from an answer, never to time anything.
+pub fn run_bounded(args: &[&str], secs: u64) -> Option<Output> {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("OFFDISK_CONFIG", empty_config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run offdisk");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A host directory an attack aims at, holding a `victim` file, a `secret` file and a
+/// `sub/` directory. `arm` snapshots it and watches it with inotify (open, read, write,
+/// create, delete, attribute change, move); `assert_untouched` checks that nothing of the
+/// kind happened since and that the snapshot is unchanged.
+pub struct Outside {
+    pub dir: PathBuf,
+    before: Option<BTreeMap<Vec<u8>, Snap>>,
+    watch: Option<std::os::fd::OwnedFd>,
+}
+
+pub const SECRET: &[u8] = b"outside-secret-3141592653";
+
+impl Outside {
+    pub fn new(dir: &Path) -> Outside {
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("victim"), b"precious host file\n").unwrap();
+        fs::write(dir.join("secret"), SECRET).unwrap();
+        fs::set_permissions(dir.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(dir.join("sub/inner"), b"inner").unwrap();
+        Outside { dir: dir.to_path_buf(), before: None, watch: None }
+    }
+
+    pub fn arm(&mut self) {
+        use rustix::fs::inotify;
+        self.before = Some(snapshot(&self.dir));
+        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+        for d in [self.dir.clone(), self.dir.join("sub")] {
+            inotify::add_watch(&fd, &d, inotify::WatchFlags::ALL_EVENTS).unwrap();
+        }
+        self.watch = Some(fd);
+    }
+
+    /// Events seen since `arm` (name and mask), without consuming the snapshot.
+    pub fn events(&self) -> Vec<String> {
+        use rustix::fs::inotify;
+        let mut out = Vec::new();
+        let Some(fd) = &self.watch else { return out };
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
+        let mut r = inotify::Reader::new(fd, &mut buf);
+        while let Ok(e) = r.next() {
+            let name = e.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| ".".into());
+            out.push(format!("{name}: {:?}", e.events()));
+        }
+        out
+    }
+
+    pub fn assert_untouched(&self, what: &str) {
+        let ev = self.events();
+        assert!(ev.is_empty(), "{what}: something outside was touched: {ev:?}");
+        let before = self.before.as_ref().expect("arm() first");
+        assert_same_tree(before, &snapshot(&self.dir), what);
+    }
 }
 
 pub fn is_root() -> bool {
