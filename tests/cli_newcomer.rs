@@ -53,6 +53,8 @@ fn summaries_go_to_stdout_and_counts_agree_with_their_nouns() {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("only"), b"one file").unwrap();
     let target = dir.path().join("t");
+    // A target must exist (issue 13: a mistyped one is never created).
+    std::fs::create_dir(&target).unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_offdisk"))
