@@ -18,6 +18,7 @@ pub mod config;
 pub mod disk;
 pub mod dm;
 pub mod error;
+pub mod ext4;
 pub mod fsaccess;
 pub mod hotplug;
 pub mod luks;

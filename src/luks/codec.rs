@@ -1,6 +1,7 @@
 //! The one bounds-checked big-endian reader (and its writer twin) that every on-disk byte
 //! of a LUKS header goes through. Reads past the end are errors, never panics; `finish`
-//! refuses data left over after the structure.
+//! refuses data left over after the structure. [`Le`] is its little-endian, fixed-offset
+//! twin for the other untrusted on-disk structures offdisk parses (ext4, GPT).
 
 use super::LuksError;
 
@@ -78,6 +79,70 @@ impl<'a> Reader<'a> {
                 self.buf.len() - self.pos
             )))
         }
+    }
+}
+
+/// A bounds-checked read that ran past the end of an on-disk structure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is truncated: {len} bytes needed at byte {at}")]
+pub struct Truncated {
+    pub what: &'static str,
+    pub at: usize,
+    pub len: usize,
+}
+
+/// Little-endian fields at fixed offsets of one untrusted block (ext4 superblocks, inodes,
+/// directory blocks; GPT headers). Every access is bounds-checked: past the end is a
+/// [`Truncated`] error, never a panic.
+#[derive(Clone, Copy)]
+pub struct Le<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Le<'a> {
+    /// `what` names the structure in error messages ("ext4 inode").
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Le { buf, what }
+    }
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+    pub fn bytes(&self, at: usize, len: usize) -> Result<&'a [u8], Truncated> {
+        at.checked_add(len)
+            .and_then(|end| self.buf.get(at..end))
+            .ok_or(Truncated { what: self.what, at, len })
+    }
+    /// The sub-structure of `len` bytes at `at`, named `what` in its own errors.
+    pub fn sub(&self, at: usize, len: usize, what: &'static str) -> Result<Le<'a>, Truncated> {
+        Ok(Le { buf: self.bytes(at, len)?, what })
+    }
+    /// Everything from `at` to the end.
+    pub fn rest(&self, at: usize) -> Result<&'a [u8], Truncated> {
+        self.buf.get(at..).ok_or(Truncated { what: self.what, at, len: 0 })
+    }
+    pub fn array<const N: usize>(&self, at: usize) -> Result<[u8; N], Truncated> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(at, N)?);
+        Ok(a)
+    }
+    pub fn u8(&self, at: usize) -> Result<u8, Truncated> {
+        Ok(self.array::<1>(at)?[0])
+    }
+    pub fn u16(&self, at: usize) -> Result<u16, Truncated> {
+        Ok(u16::from_le_bytes(self.array(at)?))
+    }
+    pub fn u32(&self, at: usize) -> Result<u32, Truncated> {
+        Ok(u32::from_le_bytes(self.array(at)?))
+    }
+    pub fn u64(&self, at: usize) -> Result<u64, Truncated> {
+        Ok(u64::from_le_bytes(self.array(at)?))
     }
 }
 
@@ -182,6 +247,18 @@ mod tests {
         assert!(r.u16().is_err());
         let r = Reader::new(&data, "test");
         assert!(r.finish().unwrap_err().to_string().contains("5 unexpected bytes"));
+    }
+
+    #[test]
+    fn le_fields_are_bounds_checked() {
+        let data = [1u8, 0, 0, 0, 2, 0];
+        let le = Le::new(&data, "test");
+        assert_eq!(le.u32(0).unwrap(), 1);
+        assert_eq!(le.u16(4).unwrap(), 2);
+        assert_eq!(le.u32(4).unwrap_err(), Truncated { what: "test", at: 4, len: 4 });
+        assert!(le.bytes(usize::MAX, 2).is_err());
+        assert!(le.rest(7).is_err());
+        assert_eq!(le.sub(4, 2, "inner").unwrap().u16(0).unwrap(), 2);
     }
 
     #[test]
