@@ -7,7 +7,10 @@
 //! - [`luks`]: LUKS1/LUKS2 on-disk format in pure Rust (parse, unlock, format, keyslots).
 //! - [`dm`]: the kernel device-mapper through its ioctls (dm-crypt tables, keyring).
 //! - [`disk`]: block devices, partitions, loop devices, mkfs, mounts.
+//! - [`ext4`]: a read-only ext2/3/4 reader for untrusted images (beside `disk`).
 //! - [`backup`]: dated generations as plain trees of files, manifests, verify, retention.
+//! - [`offline`]: reading a backup disk without root or a mount (beside `backup`): userspace
+//!   LUKS decryption, ext4, and the generation logic over a no-follow source.
 //! - [`config`]: registered disks, their sources and policy; the per-disk ledger.
 //! - [`hotplug`]: dock handling, password agents, desktop notifications.
 //! - [`cli`]: the `offdisk` command line.
@@ -22,4 +25,5 @@ pub mod ext4;
 pub mod fsaccess;
 pub mod hotplug;
 pub mod luks;
+pub mod offline;
 pub mod secret;

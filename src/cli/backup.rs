@@ -101,6 +101,8 @@ pub struct VerifyArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub from: super::anywhere::FromArgs,
 }
 
 #[derive(Args, Debug)]
@@ -108,11 +110,13 @@ pub struct GenerationsArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Delete generation G (never the newest complete one); renamed out of the list first.
-    #[arg(long, value_name = "G")]
+    #[arg(long, value_name = "G", conflicts_with = "from")]
     pub delete: Option<String>,
     /// Print the list as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub from: super::anywhere::FromArgs,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +135,10 @@ pub struct RestoreArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub from: super::anywhere::FromArgs,
+    #[command(flatten)]
+    pub policy: super::anywhere::RestorePolicyArgs,
 }
 
 /// The backup root and, when known, the configured disk it belongs to.
@@ -338,6 +346,9 @@ pub fn run_backup(a: BackupArgs, verbose: bool) -> CliResult {
 }
 
 pub fn run_verify(a: VerifyArgs, _verbose: bool) -> CliResult {
+    if a.from.from.is_some() {
+        return super::anywhere::run_verify(&a.from, a.generation, a.quick, threads(&a.target), a.json);
+    }
     let r = resolve(&a.target)?;
     let opts = backup::verify::VerifyOptions {
         root: r.root.clone(),
@@ -368,6 +379,9 @@ pub fn run_verify(a: VerifyArgs, _verbose: bool) -> CliResult {
 }
 
 pub fn run_generations(a: GenerationsArgs, _verbose: bool) -> CliResult {
+    if a.from.from.is_some() {
+        return super::anywhere::run_generations(&a.from, a.json);
+    }
     let r = resolve(&a.target)?;
     if let Some(name) = &a.delete {
         let started = std::time::Instant::now();
@@ -414,6 +428,10 @@ pub fn run_generations(a: GenerationsArgs, _verbose: bool) -> CliResult {
 }
 
 pub fn run_restore(a: RestoreArgs, _verbose: bool) -> CliResult {
+    if a.from.from.is_some() {
+        let opts = crate::offline::restore::RestoreOptions { generation: a.generation, paths: a.paths, dest: a.to, policy: a.policy.policy() };
+        return super::anywhere::run_restore(&a.from, opts, a.json);
+    }
     let r = resolve(&a.target)?;
     let opts = backup::restore::RestoreOptions {
         root: r.root.clone(),

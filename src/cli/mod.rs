@@ -2,8 +2,10 @@
 //!
 //! Each concern has its own file with its argument structs and a `run` function:
 //! `luks` (the expert LUKS family), `disk` (init/open/close/status/list),
-//! `backup` (backup/verify/generations/restore), `hotplug` (register/dock/agent).
+//! `backup` (backup/verify/generations/restore), `hotplug` (register/dock/agent),
+//! `anywhere` (`--from` and `ls`: reading a backup disk without root or a mount).
 
+pub mod anywhere;
 pub mod backup;
 pub mod disk;
 pub mod hotplug;
@@ -53,6 +55,8 @@ pub enum Command {
     Generations(backup::GenerationsArgs),
     /// Copy files back out of a backup generation.
     Restore(backup::RestoreArgs),
+    /// List what a generation on a backup disk holds, reading the disk directly (--from).
+    Ls(anywhere::LsArgs),
     /// Register an existing LUKS disk as a backup disk.
     Register(hotplug::RegisterArgs),
     /// Handle a docked disk: unlock, back up, verify, close (run by the systemd unit).
@@ -145,6 +149,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Verify(a) => backup::run_verify(a, verbose),
         Command::Generations(a) => backup::run_generations(a, verbose),
         Command::Restore(a) => backup::run_restore(a, verbose),
+        Command::Ls(a) => anywhere::run_ls(a, verbose),
         Command::Register(a) => hotplug::run_register(a, verbose),
         Command::Dock(a) => hotplug::run_dock(a, verbose),
         Command::Agent(a) => hotplug::run_agent(a, verbose),

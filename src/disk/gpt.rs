@@ -2,7 +2,8 @@
 //! primary header and entries at the start, backup entries and header at the end, the
 //! partition 1 MiB aligned (as fdisk/sfdisk align). Planning and rendering are pure; `write`
 //! puts the bytes on the disk, backup first so that a half-written table is never "valid
-//! with the wrong size".
+//! with the wrong size". [`read`] parses any disk's GPT (untrusted: both CRCs checked, every
+//! partition inside the disk), to find the LUKS partition of a disk or image read offline.
 
 use std::fs::File;
 use std::io;
@@ -150,6 +151,108 @@ pub fn write(disk: &File, plan: &GptPlan) -> io::Result<()> {
     Ok(())
 }
 
+/// One partition of a GPT read from a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// 1-based, as `/dev/sdX1` counts.
+    pub number: u32,
+    pub type_guid: uuid::Uuid,
+    pub name: String,
+    /// Byte offset and length.
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A GPT as read from a disk: its logical sector size and its used entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub sector_size: u64,
+    pub partitions: Vec<Partition>,
+}
+
+/// Reads the GPT of a disk of `size` bytes: the primary header at LBA 1 (512- and then
+/// 4096-byte sectors tried, since an image file does not say), else the backup header at the
+/// last LBA. `Ok(None)` when there is no GPT signature at all; an error when there is one but
+/// no copy checks out.
+pub fn read(dev: &dyn crate::luks::io::BlockIo, size: u64) -> Result<Option<Table>, String> {
+    let mut problems = Vec::new();
+    for ss in [512u64, 4096] {
+        if size < ss * 3 {
+            continue;
+        }
+        for lba in [1, size / ss - 1] {
+            let mut h = vec![0u8; ss as usize];
+            if dev.read_at(&mut h, lba * ss).is_err() || &h[..8] != b"EFI PART" {
+                continue;
+            }
+            match parse_copy(dev, size, ss, lba, &h) {
+                Ok(t) => return Ok(Some(t)),
+                Err(e) => problems.push(format!("{}-byte sectors, header at LBA {lba}: {e}", ss)),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(None)
+    } else {
+        Err(format!("damaged GPT partition table ({})", problems.join("; ")))
+    }
+}
+
+fn parse_copy(dev: &dyn crate::luks::io::BlockIo, size: u64, ss: u64, lba: u64, h: &[u8]) -> Result<Table, String> {
+    use crate::luks::codec::Le;
+    let f = Le::new(h, "GPT header");
+    let e = |t: crate::luks::codec::Truncated| t.to_string();
+    let hsize = f.u32(12).map_err(e)? as usize;
+    if !(92..=h.len()).contains(&hsize) {
+        return Err(format!("header size {hsize}"));
+    }
+    let mut z = h[..hsize].to_vec();
+    z[16..20].fill(0);
+    if crc32(&z) != f.u32(16).map_err(e)? {
+        return Err("header CRC mismatch".into());
+    }
+    if f.u64(24).map_err(e)? != lba {
+        return Err("header is not where it says it is".into());
+    }
+    let (first_usable, last_usable) = (f.u64(40).map_err(e)?, f.u64(48).map_err(e)?);
+    let entries_lba = f.u64(72).map_err(e)?;
+    let (count, esize) = (f.u32(80).map_err(e)? as u64, f.u32(84).map_err(e)? as u64);
+    if !(128..=4096).contains(&esize) || esize % 8 != 0 || count == 0 || count > 4096 {
+        return Err(format!("{count} entries of {esize} bytes"));
+    }
+    let total = count * esize;
+    let end = entries_lba.checked_mul(ss).and_then(|o| o.checked_add(total));
+    if end.is_none_or(|end| end > size) {
+        return Err("partition entries lie outside the disk".into());
+    }
+    let mut entries = vec![0u8; total as usize];
+    dev.read_at(&mut entries, entries_lba * ss).map_err(|e| format!("reading the entries: {e}"))?;
+    if crc32(&entries) != f.u32(88).map_err(e)? {
+        return Err("partition entries CRC mismatch".into());
+    }
+    let mut partitions = Vec::new();
+    for (i, ent) in entries.chunks_exact(esize as usize).enumerate() {
+        let f = Le::new(ent, "GPT entry");
+        let type_guid = uuid::Uuid::from_bytes_le(f.array(0).map_err(e)?);
+        if type_guid.is_nil() {
+            continue;
+        }
+        let (first, last) = (f.u64(32).map_err(e)?, f.u64(40).map_err(e)?);
+        if first < first_usable || last > last_usable || last < first || (last + 1).saturating_mul(ss) > size {
+            return Err(format!("partition {} ({first}..{last}) lies outside the usable area", i + 1));
+        }
+        let units: Vec<u16> = f.bytes(56, 72).map_err(e)?.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+        partitions.push(Partition {
+            number: i as u32 + 1,
+            type_guid,
+            name: String::from_utf16_lossy(&units),
+            offset: first * ss,
+            len: (last - first + 1) * ss,
+        });
+    }
+    Ok(Table { sector_size: ss, partitions })
+}
+
 /// CRC-32 (IEEE 802.3, reflected, as GPT uses).
 pub fn crc32(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
@@ -220,6 +323,34 @@ mod tests {
         // Entry 0 carries the LUKS type GUID in GPT's mixed-endian form.
         assert_eq!(&w[2].1[0..4], &[0xcb, 0x7c, 0x7d, 0xca]);
         assert_eq!(w[4].1[450], 0xee);
+    }
+
+    #[test]
+    fn read_finds_what_write_made_and_survives_a_lost_primary() {
+        for ss in [512u64, 4096] {
+            let p = GptPlan::new(64 << 20, ss, "BACKUP", uuid::Uuid::new_v4(), uuid::Uuid::new_v4()).unwrap();
+            let mut disk = vec![0u8; 64 << 20];
+            for (off, bytes) in p.writes() {
+                disk[off as usize..off as usize + bytes.len()].copy_from_slice(&bytes);
+            }
+            let want = Table {
+                sector_size: ss,
+                partitions: vec![Partition { number: 1, type_guid: LINUX_LUKS_TYPE, name: "BACKUP".into(), offset: p.partition_bytes().0, len: p.partition_bytes().1 }],
+            };
+            let dev = crate::luks::io::MemDevice::new(disk.clone());
+            assert_eq!(read(&dev, disk.len() as u64).unwrap(), Some(want.clone()));
+            // Primary header damaged: the backup copy serves.
+            disk[ss as usize + 30] ^= 1;
+            let dev = crate::luks::io::MemDevice::new(disk.clone());
+            assert_eq!(read(&dev, disk.len() as u64).unwrap(), Some(want));
+            // Both damaged: an error, not a guess.
+            let last = disk.len() - ss as usize;
+            disk[last + 30] ^= 1;
+            let dev = crate::luks::io::MemDevice::new(disk.clone());
+            assert!(read(&dev, disk.len() as u64).unwrap_err().contains("CRC"));
+        }
+        let dev = crate::luks::io::MemDevice::new(vec![0u8; 1 << 20]);
+        assert_eq!(read(&dev, 1 << 20).unwrap(), None);
     }
 
     #[test]

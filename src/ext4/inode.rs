@@ -142,7 +142,7 @@ impl<D: ReadAt> Fs<D> {
         let fits = |end: usize| 128 + extra_isize >= end;
         let generation = f.u32(0x64)?;
         let seed = crc32c_raw(crc32c_raw(sb.csum_seed, &ino.to_le_bytes()), &generation.to_le_bytes());
-        if sb.metadata_csum() {
+        if self.checks && sb.metadata_csum() {
             let mut z = raw.to_vec();
             z[0x7c..0x7e].fill(0);
             let hi = raw.len() > 128 && fits(0x84);

@@ -71,7 +71,7 @@ impl<D: ReadAt> Fs<D> {
         if depth > MAX_DEPTH || want_depth.is_some_and(|d| d != depth) {
             return corrupt(format!("inode {ino}: extent tree depth {depth} is wrong"));
         }
-        if !is_root && self.sb.metadata_csum() {
+        if !is_root && self.checks && self.sb.metadata_csum() {
             let tail = 12 + 12 * max;
             let stored = f.u32(tail)?;
             if crc32c_raw(inode.csum_seed, f.bytes(0, tail)?) != stored {
@@ -142,17 +142,13 @@ impl<D: ReadAt> Fs<D> {
             let phys = if lblk < 12 {
                 direct.u32(4 * lblk as usize)?
             } else {
-                let mut rel = lblk - 12;
-                let (slot, levels) = if rel < per {
-                    (12, 1)
-                } else if {
-                    rel -= per;
-                    rel < per * per
-                } {
-                    (13, 2)
+                let rel = lblk - 12;
+                let (slot, levels, rel) = if rel < per {
+                    (12, 1, rel)
+                } else if rel - per < per * per {
+                    (13, 2, rel - per)
                 } else {
-                    rel -= per * per;
-                    (14, 3)
+                    (14, 3, rel - per - per * per)
                 };
                 let mut ptr = direct.u32(4 * slot)?;
                 for level in (0..levels).rev() {

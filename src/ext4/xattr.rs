@@ -51,7 +51,7 @@ impl<D: ReadAt> Fs<D> {
             if f.u32(0)? != XATTR_MAGIC || f.u32(8)? != 1 {
                 return corrupt(format!("inode {}: xattr block {} has a bad header", inode.ino, inode.file_acl));
             }
-            if self.sb.metadata_csum() {
+            if self.checks && self.sb.metadata_csum() {
                 let mut z = block.to_vec();
                 z[0x10..0x14].fill(0);
                 let c = crc32c_raw(crc32c_raw(self.sb.csum_seed, &inode.file_acl.to_le_bytes()), &z);
