@@ -45,7 +45,7 @@ fn case(spec: &Spec) -> Case {
 
 /// offdisk as nobody, reading the image.
 fn from(c: &Case, args: &[&str]) -> Output {
-    let mut cmd = unprivileged(bin());
+    let mut cmd = unprivileged(&bin());
     let sub = args[0];
     cmd.arg(sub).arg("--from").arg(&c.img.path).arg("--key-file").arg(&c.img.key_file).args(&args[1..]);
     cmd.env("OFFDISK_CONFIG", "/nonexistent/offdisk.toml").output().unwrap()
@@ -179,11 +179,11 @@ fn damaged_filesystem_and_wrong_passphrase_are_clear_errors() {
     let bad_key = c.work.join("bad-key");
     fs::write(&bad_key, b"wrong").unwrap();
     fs::set_permissions(&bad_key, fs::Permissions::from_mode(0o644)).unwrap();
-    let o = unprivileged(bin()).args(["generations", "--from"]).arg(&c.img.path).arg("--key-file").arg(&bad_key).output().unwrap();
+    let o = unprivileged(&bin()).args(["generations", "--from"]).arg(&c.img.path).arg("--key-file").arg(&bad_key).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no key available with this passphrase"));
     // Not a backup disk at all.
-    let o = unprivileged(bin()).args(["generations", "--key-file"]).arg(&c.img.key_file).arg("--from").arg(&c.img.fs_image).output().unwrap();
+    let o = unprivileged(&bin()).args(["generations", "--key-file"]).arg(&c.img.key_file).arg("--from").arg(&c.img.fs_image).output().unwrap();
     assert_ne!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no LUKS volume found"), "{}", String::from_utf8_lossy(&o.stderr));
     // The superblock's ciphertext damaged: the superblock checksum says so.
