@@ -260,6 +260,10 @@ fn damage_is_an_error_not_a_panic() {
                 });
             }
         }
+        // The fuzzer's entry point, with checksums compared and without (so the damage
+        // reaches the structures behind them).
+        exercise_reader(&bad, true);
+        exercise_reader(&bad, false);
         bad[at] ^= 0xa5;
     }
 }
