@@ -7,6 +7,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 packages=(
   # reference tools the tests compare against
   cryptsetup-bin dmsetup e2fsprogs fdisk rsync b3sum util-linux keyutils psmisc python3
+  # JSON output read by the power-cut tier
+  jq
   # the throwaway VM for kernel tests (dm-crypt, loop, mount, udev); virtme-ng's venv
   qemu-system-x86 linux-image-amd64 busybox-static udev kmod python3-venv
   # the desktop agent's test: X server, session bus, notification daemon, screenshots

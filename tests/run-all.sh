@@ -50,6 +50,9 @@ tier host cargo test --all-targets --no-fail-fast
 tier vm-data cargo test --test luks_vm_data -- --ignored
 # The kernel tier: tests/vm/t-*.sh in one VM (dm-crypt, loop, mount, udev, hot-plug).
 tier vm env OFFDISK_VM_NO_BENCH=1 bash tests/vm/run.sh
+# Power-cut replay: crash states of init/backup/prune/key changes from a dm-log-writes log
+# (CRASH_STATES=N for long runs).
+tier powercut bash tests/vm/powercut/run.sh
 
 echo "=== wall time per tier (CI budget: 45 min)"
 printf '  %s\n' "${times[@]}"
