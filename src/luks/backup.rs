@@ -55,6 +55,46 @@ pub struct RestorePlan {
     pub bytes: Vec<u8>,
     /// True when the device holds a LUKS header now (it gets replaced).
     pub replaces_header: bool,
+    /// Byte ranges [start, end) of the keyslot areas the header on the device uses now.
+    pub live_areas: Vec<(u64, u64)>,
+}
+
+/// Byte ranges [start, end) of the keyslot material a header refers to.
+fn keyslot_areas(vol: &Volume) -> Vec<(u64, u64)> {
+    match &vol.header {
+        Header::Luks1(h) => h
+            .slots
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| {
+                let start = u64::from(s.key_material_offset) * 512;
+                (start, start + (h.key_bytes as u64 * u64::from(s.stripes)).div_ceil(512) * 512)
+            })
+            .collect(),
+        Header::Luks2(s) => s.meta.keyslots.values().map(|k| (k.area.offset, k.area.offset.saturating_add(k.area.size))).collect(),
+    }
+}
+
+/// The parts of `ranges` that overlap none of `taken`.
+fn minus(ranges: &[(u64, u64)], taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(start, end) in ranges {
+        let mut pieces = vec![(start, end)];
+        for &(ts, te) in taken {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(s, e)| {
+                    if te <= s || e <= ts {
+                        vec![(s, e)]
+                    } else {
+                        [(s, ts.min(e)), (te.max(s), e)].into_iter().filter(|(a, b)| a < b).collect()
+                    }
+                })
+                .collect();
+        }
+        out.extend(pieces);
+    }
+    out
 }
 
 /// Checks `path` is a valid header backup for this device: it loads as LUKS, it is whole,
@@ -84,8 +124,10 @@ pub fn plan_restore(io: &dyn BlockIo, path: &Path) -> Result<RestorePlan, LuksEr
             seg.offset
         )));
     }
+    let mut live_areas = Vec::new();
     let replaces_header = match Volume::load_io(io) {
         Ok(current) => {
+            live_areas = keyslot_areas(&current);
             if current.uuid() != backup.uuid() {
                 return Err(LuksError::BackupMismatch(format!(
                     "the device holds LUKS volume {} but the backup is of {}",
@@ -103,31 +145,60 @@ pub fn plan_restore(io: &dyn BlockIo, path: &Path) -> Result<RestorePlan, LuksEr
     let mut bytes = vec![0u8; len as usize];
     std::os::unix::fs::FileExt::read_exact_at(&f, &mut bytes, 0)
         .map_err(|e| LuksError::io(format!("reading {}", path.display()), e))?;
-    Ok(RestorePlan { backup, bytes, replaces_header })
+    Ok(RestorePlan { backup, bytes, replaces_header, live_areas })
 }
 
-/// Writes a checked restore plan: keyslot areas first, then the secondary header copy,
-/// then the primary, syncing after each.
+/// Writes a checked restore plan so that at every instant the device opens with the
+/// passphrases it had or with the backup's: first the backup's keyslot material that lies
+/// outside every keyslot area the live header uses, then the secondary header copy, then
+/// the primary (the higher seqid of two valid copies wins, so the switch is one write),
+/// and only then the rest of the keyslot areas, over the live ones. Syncs after each.
+/// (When a backup keyslot shares its area with a live one no order keeps both; that slot
+/// opens again once the last write is done.)
 pub fn apply_restore(io: &dyn BlockIo, plan: &RestorePlan) -> Result<Volume, LuksError> {
-    let w = |off: usize, end: usize, what: &str| -> Result<(), LuksError> {
+    let write = |off: u64, end: u64, what: &str| -> Result<(), LuksError> {
         if off < end {
-            io.write_at(&plan.bytes[off..end], off as u64).map_err(|e| LuksError::io(format!("writing {what}"), e))?;
-            io.sync().map_err(|e| LuksError::io(format!("syncing {what}"), e))?;
+            io.write_at(&plan.bytes[off as usize..end as usize], off).map_err(|e| LuksError::io(format!("writing {what}"), e))?;
         }
         Ok(())
     };
-    let len = plan.bytes.len();
-    match &plan.backup.header {
+    let sync = |what: &str| io.sync().map_err(|e| LuksError::io(format!("syncing {what}"), e));
+    let len = plan.bytes.len() as u64;
+    let (headers, areas_start): (Vec<(u64, u64, &str)>, u64) = match &plan.backup.header {
         Header::Luks2(s) => {
-            let h = s.bin.hdr_size as usize;
-            w(2 * h, len, "keyslot areas")?;
-            w(h, 2 * h, "secondary header")?;
-            w(0, h, "primary header")?;
+            let h = s.bin.hdr_size;
+            (vec![(h, 2 * h, "secondary header"), (0, h, "primary header")], 2 * h)
         }
-        Header::Luks1(_) => {
-            w(4096, len, "keyslot areas")?;
-            w(0, 4096.min(len), "header")?;
-        }
+        Header::Luks1(_) => (vec![(0, 4096.min(len), "header")], 4096.min(len)),
+    };
+    let clip = |(a, b): (u64, u64)| (a.max(areas_start), b.min(len));
+    let backup_areas: Vec<(u64, u64)> = keyslot_areas(&plan.backup).into_iter().map(clip).filter(|(a, b)| a < b).collect();
+    let early = minus(&backup_areas, &plan.live_areas);
+    for &(a, b) in &early {
+        write(a, b, "keyslot areas")?;
     }
+    if !early.is_empty() {
+        sync("keyslot areas")?;
+    }
+    for (a, b, what) in headers {
+        write(a, b, what)?;
+        sync(what)?;
+    }
+    write(areas_start, len, "keyslot areas")?;
+    sync("keyslot areas")?;
     Volume::load_io(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minus;
+
+    #[test]
+    fn range_subtraction() {
+        assert_eq!(minus(&[(0, 10)], &[]), vec![(0, 10)]);
+        assert_eq!(minus(&[(0, 10)], &[(3, 5)]), vec![(0, 3), (5, 10)]);
+        assert_eq!(minus(&[(0, 10)], &[(0, 10)]), vec![]);
+        assert_eq!(minus(&[(0, 10), (20, 30)], &[(5, 25)]), vec![(0, 5), (25, 30)]);
+        assert_eq!(minus(&[(10, 20)], &[(0, 5), (25, 30)]), vec![(10, 20)]);
+    }
 }
