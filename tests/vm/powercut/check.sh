@@ -92,6 +92,15 @@ for g in $listed; do
   if [ -z "$b3" ]; then bad "generation $g is listed but never completed"; continue; fi
   [ "$(b3sum --no-names "$CM/generations/$g/manifest.b3" 2>&1)" = "$b3" ] || bad "generation $g: manifest.b3 is not the one written"
 done
+# A step that has finished leaves no partial or half-deleted generation behind.
+if [ "$PC_PHASE" != during ]; then
+  left=$(ls -A "$CM/generations" 2>/dev/null | grep -E '^\.(partial|deleting)-' | tr '\n' ' ')
+  [ -z "$left" ] || bad "leftovers after the step finished: $left"
+fi
+# init registered the disk: this host's identity record is on it (dock checks it).
+for r in "$CM"/.offdisk/identity/*.json; do
+  jq -e '.disk_id' "$r" >/dev/null 2>&1 || bad "identity record ${r#$CM/}: $(head -c 100 "$r" 2>&1 | tr '\n' ' ')"
+done
 if [ -e "$CM/offdisk-ledger.json" ]; then
   jq -e '.generations' "$CM/offdisk-ledger.json" >/dev/null 2>&1 || bad "the disk's ledger does not parse: $(head -c 120 "$CM/offdisk-ledger.json" | tr '\n' ' ')"
 fi

@@ -61,14 +61,19 @@ do_init() {
   "$OFFDISK" init --batch --key-file "$KEYS/A" "${FAST[@]}" --label PCUT --source "$SRC" \
     --config "$CONF" --host-key "$HOSTKEY" --unlock-key-file "$OUT/etc/unlock.key" --mount-point "$W/m" "$DISK"
 }
-# do_backup AT [OPTIONS]: open, back up the configured sources dated AT, close, as a user
-# would; the generations are noted while the disk is still mounted.
+# do_backup AT [OPTIONS]: open, back up the configured sources dated AT; the generations
+# are noted while the disk is still mounted. The close is a step of its own: once backup
+# has said it is done, a power cut before the close must lose nothing either.
 do_backup() {
   local at=$1; shift
   "$OFFDISK" open --key-file "$OUT/etc/unlock.key" --name pc-bk "$PART" --mount="$W/m" &&
     "$OFFDISK" backup --config "$CONF" --no-progress --at "$at" "$@" &&
-    live_gens "$step_name" "$W/m" &&
-    "$OFFDISK" close pc-bk
+    live_gens "$step_name" "$W/m"
+}
+backup_and_close() {
+  local n=$1; shift
+  step "backup$n" "A" do_backup "$@"
+  step "close$n" "A" "$OFFDISK" close pc-bk
 }
 # The dock unlocks, backs up, verifies and closes by itself; its generation is noted from
 # a read-only look afterwards (after the post mark; read-only writes nothing).
@@ -91,12 +96,13 @@ change_tree() {
 }
 
 step init "A" do_init
-step backup1 "A" do_backup $((now - 3 * day))
+backup_and_close 1 $((now - 3 * day))
 if [ "${PC_SCENARIO:-full}" = full ]; then
   change_tree 2
-  step backup2 "A" do_backup $((now - 2 * day))
+  backup_and_close 2 $((now - 2 * day))
   change_tree 3
-  step prune "A" do_backup $((now - day)) --keep-last 2
+  # Retention keeps the last two: the first generation is pruned.
+  backup_and_close 3 $((now - day)) --keep-last 2
   step add-key "A B" "$OFFDISK" luks add-key "$PART" --key-file "$KEYS/A" --new-key-file "$KEYS/B" "${FAST[@]}"
   "$OFFDISK" luks header-backup "$PART" --header-backup-file "$OUT/header.bak" >/dev/null
   step change-key "B C" "$OFFDISK" luks change-key "$PART" --key-file "$KEYS/A" --new-key-file "$KEYS/C" "${FAST[@]}"

@@ -8,19 +8,19 @@
 # the writes after the last flush) and check.sh judges each.
 # Ends with `N passed, M failed` (each crash state and each scenario step is one test).
 #
-# CRASH_STATES=N   crash states to check (default 60; a long run: 2000 or more)
+# CRASH_STATES=N   crash states to check (default 48; a long run: 2000 or more)
 # CRASH_RANDOM=N   of which random (default: a quarter of them, at least 10)
 # CRASH_DEEP=N     states besides the post-step marks that also get the expensive checks
 #                  (default: a tenth)
 # CRASH_SEED=N     seed of the random states (default 1)
-# PC_FILES=N       files in the source tree (default 2500); PC_SCENARIO=full|minimal (init + one backup; the default for now)
+# PC_FILES=N       files in the source tree (default 2000); PC_SCENARIO=minimal: init + one backup
 # OFFDISK_VM_KERNEL (default: the newest /boot/vmlinuz-*), OFFDISK_VM_TIMEOUT (default 2400 s)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 cd "$repo"
 started=$(date +%s)
-states=${CRASH_STATES:-60}
+states=${CRASH_STATES:-48}
 random=${CRASH_RANDOM:-$(( states / 4 > 10 ? states / 4 : 10 ))}
 deep=${CRASH_DEEP:-$(( states / 10 ))}
 seed=${CRASH_SEED:-1}
@@ -43,7 +43,7 @@ trap cleanup EXIT
 OUT=$scratch/out
 mkdir -p "$OUT" "$W"
 # The source tree, made on the host (fast) and handed to the VM as one tar file.
-python3 "$here/make-tree.py" "$scratch/tree" "${PC_FILES:-2500}"
+python3 "$here/make-tree.py" "$scratch/tree" "${PC_FILES:-2000}"
 tar -cf "$scratch/tree.tar" -C "$scratch/tree" .
 truncate -s "${PC_DISK_MB:-128}M" "$scratch/disk.img"
 truncate -s 4G "$scratch/log.img"
@@ -52,7 +52,7 @@ vmlog=$scratch/vm.log
 t=$(date +%s)
 timeout "${OFFDISK_VM_TIMEOUT:-2400}" vng --disable-kvm --run "$kernel" --memory 2G --cpus 2 --rwdir="$OUT" \
   --qemu-opts="-device virtio-scsi-pci,id=pcscsi -drive file=$scratch/disk.img,format=raw,if=none,id=pcdisk -device scsi-hd,drive=pcdisk,bus=pcscsi.0,serial=PC-DISK -drive file=$scratch/log.img,format=raw,if=none,id=pclog -device scsi-hd,drive=pclog,bus=pcscsi.0,serial=PC-LOG" \
-  --exec "OFFDISK=$bin/offdisk OUT=$OUT PC_TREE=$scratch/tree.tar PC_SCENARIO=${PC_SCENARIO:-minimal} bash $here/record.sh" \
+  --exec "OFFDISK=$bin/offdisk OUT=$OUT PC_TREE=$scratch/tree.tar PC_SCENARIO=${PC_SCENARIO:-full} bash $here/record.sh" \
   2>&1 | tee "$vmlog"
 vm_rc=${PIPESTATUS[0]}
 grep -qx 'powercut-recorded' "$vmlog" || {
