@@ -14,7 +14,8 @@
 #                  (default: a tenth)
 # CRASH_SEED=N     seed of the random states (default 1)
 # PC_FILES=N       files in the source tree (default 2000); PC_SCENARIO=minimal: init + one backup
-# OFFDISK_VM_KERNEL (default: the newest /boot/vmlinuz-*), OFFDISK_VM_TIMEOUT (default 2400 s)
+# OFFDISK_VM_KERNEL (default: the newest /boot/vmlinuz-*), OFFDISK_VM_TIMEOUT (default 2400 s),
+# OFFDISK_VNG / OFFDISK_VENV (scripts/vng.sh)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -29,7 +30,9 @@ fail_run() { echo "not ok powercut-$1: $2"; echo "# powercut tier: $(( $(date +%
 cargo build --quiet --bin offdisk --example log_replay || fail_run build "cargo build failed"
 bin=$repo/target/debug
 kernel=${OFFDISK_VM_KERNEL:-$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)}
-[ -n "$kernel" ] && command -v vng >/dev/null || fail_run vm-boot "need virtme-ng (vng) and a kernel in /boot"
+. "$repo/scripts/vng.sh"
+vng=$(offdisk_vng) || vng=
+[ -n "$kernel" ] && [ -n "$vng" ] || fail_run vm-boot "need virtme-ng (vng; see scripts/vng.sh) and a kernel in /boot"
 for t in cryptsetup e2fsck b3sum jq losetup; do command -v $t >/dev/null || fail_run tools "$t is missing"; done
 
 scratch=$(mktemp -d "$repo/target/powercut.XXXXXX")
@@ -50,7 +53,7 @@ truncate -s 4G "$scratch/log.img"
 echo "# powercut: recording the scenario in a VM"
 vmlog=$scratch/vm.log
 t=$(date +%s)
-timeout "${OFFDISK_VM_TIMEOUT:-2400}" vng --disable-kvm --run "$kernel" --memory 2G --cpus 2 --rwdir="$OUT" \
+timeout "${OFFDISK_VM_TIMEOUT:-2400}" "$vng" --disable-kvm --run "$kernel" --memory 2G --cpus 2 --rwdir="$OUT" \
   --qemu-opts="-device virtio-scsi-pci,id=pcscsi -drive file=$scratch/disk.img,format=raw,if=none,id=pcdisk -device scsi-hd,drive=pcdisk,bus=pcscsi.0,serial=PC-DISK -drive file=$scratch/log.img,format=raw,if=none,id=pclog -device scsi-hd,drive=pclog,bus=pcscsi.0,serial=PC-LOG" \
   --exec "OFFDISK=$bin/offdisk OUT=$OUT PC_TREE=$scratch/tree.tar PC_SCENARIO=${PC_SCENARIO:-full} bash $here/record.sh" \
   2>&1 | tee "$vmlog"
