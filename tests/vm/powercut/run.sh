@@ -28,7 +28,7 @@ seed=${CRASH_SEED:-1}
 fail_run() { echo "not ok powercut-$1: $2"; echo "# powercut tier: $(( $(date +%s) - started )) s"; echo "0 passed, 1 failed"; exit 1; }
 
 cargo build --quiet --bin offdisk --example log_replay || fail_run build "cargo build failed"
-bin=$repo/target/debug
+bin=${CARGO_TARGET_DIR:-$repo/target}/debug
 kernel=${OFFDISK_VM_KERNEL:-$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)}
 . "$repo/scripts/vng.sh"
 vng=$(offdisk_vng) || vng=
