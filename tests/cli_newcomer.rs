@@ -167,3 +167,25 @@ fn a_failed_init_leaves_the_image_as_it_was_and_names_it() {
     assert!(err.contains(s(&img)), "the error does not name the image:\n{err}");
     assert!(std::fs::read(&img).unwrap() == before, "the failed init changed the image:\n{err}");
 }
+
+#[test]
+fn status_says_when_a_registered_disks_ledger_is_unreadable() {
+    // A ledger the host cannot use must not read as "never refreshed": that hides a disk that
+    // may hold weeks of backups behind a wrong all-clear.
+    let dir = tempfile::tempdir().unwrap();
+    let uuid = "4f0393c8-8ca6-46fe-82f2-10045bc8c3c0";
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, format!("[[disk]]\nluks_uuid = \"{uuid}\"\nlabel = \"LISTME\"\nsources = [\"/etc\"]\n")).unwrap();
+    let ledger = dir.path().join("ledger");
+    std::fs::create_dir(&ledger).unwrap();
+    std::fs::write(ledger.join(format!("{uuid}.json")), format!(r#"{{"format":1,"luks_uuid":"{uuid}","last_refreshed":1,"last_generation":"G1"}}"#)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_offdisk"))
+        .args(["status", "--config", s(&config)])
+        .env("OFFDISK_LEDGER_DIR", &ledger)
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    let line = stdout.lines().find(|l| l.contains(uuid)).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("ledger unreadable") && line.contains("not a generation name"), "{line}");
+    assert!(!line.contains("never refreshed"), "{line}");
+}

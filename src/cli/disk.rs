@@ -354,10 +354,15 @@ fn known_disks(config: &crate::config::Config, reports: &[lifecycle::DiskReport]
         .iter()
         .map(|d| {
             let volume = reports.iter().flat_map(|r| r.volumes.iter()).find(|v| v.uuid.eq_ignore_ascii_case(&d.luks_uuid));
-            let ledger = crate::config::Ledger::load_host(&ledger_dir, &d.luks_uuid).ok().flatten();
-            let freshness = match &ledger {
-                Some(l) => l.staleness(now).to_string(),
-                None => crate::config::staleness(None, now).to_string(),
+            // An unreadable record is said, not shown as "never refreshed": that would hide a
+            // disk that may hold weeks of backups.
+            let (ledger, freshness) = match crate::config::Ledger::load_host(&ledger_dir, &d.luks_uuid) {
+                Ok(Some(l)) => {
+                    let f = l.staleness(now).to_string();
+                    (Some(l), f)
+                }
+                Ok(None) => (None, crate::config::staleness(None, now).to_string()),
+                Err(e) => (None, format!("ledger unreadable ({e})")),
             };
             KnownDisk {
                 name: d.name().to_string(),

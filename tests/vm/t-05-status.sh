@@ -18,9 +18,9 @@ case "$st" in *"$img"*) ok status-shows-image ;; *) notok status-shows-image "$s
 # A registered disk: status says it is present, open, mounted, and how current its ledger is.
 printf '[[disk]]\nluks_uuid = "%s"\nlabel = "LISTME"\nsources = ["/etc"]\n' "$uuid" > "$WORK/c.toml"
 mkdir -p "$WORK/ledger"
-printf '{"format":1,"luks_uuid":"%s","last_refreshed":%d,"last_generation":"G1"}' "$uuid" $(( $(date +%s) - 7200 )) > "$WORK/ledger/$uuid.json"
+printf '{"format":1,"luks_uuid":"%s","last_refreshed":%d,"last_generation":"2026-11-30T120000Z"}' "$uuid" $(( $(date +%s) - 7200 )) > "$WORK/ledger/$uuid.json"
 st=$(OFFDISK_LEDGER_DIR="$WORK/ledger" "$OFFDISK" status --config "$WORK/c.toml" 2>&1)
-case "$st" in *"LISTME $uuid: present at ${loop}p1, open as /dev/mapper/luks-$uuid, mounted on /media/LISTME; refreshed 2 h ago (last generation G1)"*) ok status-registered-disk-freshness ;; *) notok status-registered-disk-freshness "$st" ;; esac
+case "$st" in *"LISTME $uuid: present at ${loop}p1, open as /dev/mapper/luks-$uuid, mounted on /media/LISTME; refreshed 2 h ago (last generation 2026-11-30T120000Z)"*) ok status-registered-disk-freshness ;; *) notok status-registered-disk-freshness "$st" ;; esac
 st=$(OFFDISK_LEDGER_DIR="$WORK/ledger" "$OFFDISK" status --config "$WORK/c.toml" --json 2>&1)
 case "$st" in *'"known"'*"\"freshness\": \"refreshed 2 h ago\""*) ok status-json-known ;; *) notok status-json-known "$st" ;; esac
 "$OFFDISK" close LISTME >/dev/null
