@@ -12,6 +12,8 @@
 //! - [`offline`]: reading a backup disk without root or a mount (beside `backup`): userspace
 //!   LUKS decryption, ext4, and the generation logic over a no-follow source.
 //! - [`config`]: registered disks, their sources and policy; the per-disk ledger.
+//! - [`job`]: a backup or verify run as one API: a disk's policy resolved from the config,
+//!   the engine run with an observer of typed events, the ledgers updated.
 //! - [`hotplug`]: dock handling, password agents, desktop notifications.
 //! - [`cli`]: the `offdisk` command line.
 
@@ -24,6 +26,7 @@ pub mod error;
 pub mod ext4;
 pub mod fsaccess;
 pub mod hotplug;
+pub mod job;
 pub mod luks;
 pub mod offline;
 pub mod secret;

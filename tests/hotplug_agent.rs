@@ -70,7 +70,8 @@ fn unanswered_request_times_out_as_no_passphrase() {
 /// Records notifications; answers the Unlock question and pinentry from scripts.
 #[derive(Default)]
 struct ScriptedDesk {
-    shown: Vec<(String, String, Level)>,
+    /// summary, body, level, the id it replaces
+    shown: Vec<(String, String, Level, Option<u32>)>,
     choices: Vec<Option<Choice>>,
     withdrawn: Vec<(Option<u32>, String)>,
     pins: Vec<Option<&'static [u8]>>,
@@ -79,13 +80,16 @@ struct ScriptedDesk {
 }
 
 impl Desk for ScriptedDesk {
-    fn notify(&mut self, summary: &str, body: &str, level: Level, _replaces: Option<u32>) -> Option<u32> {
-        self.shown.push((summary.into(), body.into(), level));
+    fn notify(&mut self, summary: &str, body: &str, level: Level, replaces: Option<u32>) -> Option<u32> {
+        self.shown.push((summary.into(), body.into(), level, replaces));
+        if let Some(id) = replaces {
+            return Some(id);
+        }
         Some(self.shown.len() as u32)
     }
     fn ask_unlock(&mut self, summary: &str, body: &str, done: Box<dyn FnOnce(Choice) + Send>) -> Option<u32> {
         self.unlock_questions += 1;
-        self.shown.push((summary.into(), body.into(), Level::Critical));
+        self.shown.push((summary.into(), body.into(), Level::Critical, None));
         // None: the user does nothing (the question stays open).
         if let Some(c) = self.choices.remove(0) {
             done(c);
@@ -133,7 +137,8 @@ fn agent_turns_a_dock_session_into_notifications_and_answers() {
     send(&mut dock, &ask(2, Some("Wrong passphrase; 2 tries left")));
     assert_eq!(read_reply(&mut dock), b"+right");
     send(&mut dock, &Event::AskDone { id: "offdisk-dock:u".into() });
-    send(&mut dock, &Event::Progress { disk: "offsite-A".into(), text: "copying".into() });
+    send(&mut dock, &Event::Progress { disk: "offsite-A".into(), text: "copying".into(), detail: None });
+    send(&mut dock, &Event::Progress { disk: "offsite-A".into(), text: "3 files, 1 KiB, 50%".into(), detail: None });
     send(&mut dock, &Event::Done { disk: "offsite-A".into(), summary: "generation 2".into() });
     send(&mut dock, &Event::SafeToUnplug { disk: "offsite-A".into() });
     drop(dock);
@@ -145,9 +150,13 @@ fn agent_turns_a_dock_session_into_notifications_and_answers() {
     let summaries: Vec<&str> = desk.shown.iter().map(|s| s.0.as_str()).collect();
     assert_eq!(
         summaries,
-        ["Backup disk offsite-A docked", "Unlock backup disk offsite-A?", "Backing up offsite-A", "Backup of offsite-A done", "offsite-A is safe to unplug"]
+        ["Backup disk offsite-A docked", "Unlock backup disk offsite-A?", "Backing up offsite-A", "Backing up offsite-A", "Backup of offsite-A done", "offsite-A is safe to unplug"]
     );
-    assert_eq!(desk.shown[3].1, "generation 2");
+    // One progress notification, updated in place, then replaced by the result.
+    let first = Some(3);
+    assert_eq!((desk.shown[2].3, desk.shown[3].3, desk.shown[4].3), (None, first, first));
+    assert_eq!(desk.shown[3].1, "3 files, 1 KiB, 50%");
+    assert_eq!(desk.shown[4].1, "generation 2");
 }
 
 #[test]
@@ -201,4 +210,34 @@ fn question_answered_elsewhere_is_withdrawn_and_events_keep_flowing() {
     assert_eq!(desk.withdrawn, vec![(Some(1), "C".to_string())]);
     assert!(desk.pin_requests.is_empty());
     assert_eq!(desk.shown.last().unwrap().0, "C is safe to unplug");
+}
+
+#[test]
+fn console_agent_shows_the_same_progress() {
+    use offdisk::hotplug::agent::print_session;
+    use offdisk::hotplug::agent_link::ProgressDetail;
+    let detail = |p| Some(ProgressDetail { files: 3, bytes: 1024, new_bytes: 0, bytes_per_second: 512, percent: Some(p), eta_seconds: Some(10) });
+    for terminal in [false, true] {
+        let (mut dock, agent_end) = UnixStream::pair().unwrap();
+        send(&mut dock, &Event::Started { disk: "offsite-A".into(), device: "Ext Disk".into() });
+        send(&mut dock, &Event::Progress { disk: "offsite-A".into(), text: "backing up".into(), detail: None });
+        send(&mut dock, &Event::Progress { disk: "offsite-A".into(), text: "3 files, 40%".into(), detail: detail(40) });
+        send(&mut dock, &Event::Progress { disk: "offsite-A".into(), text: "3 files, 90%".into(), detail: detail(90) });
+        send(&mut dock, &Event::Done { disk: "offsite-A".into(), summary: "generation 2".into() });
+        drop(dock);
+        let mut out = Vec::new();
+        print_session(&mut DockConn::from_stream(agent_end), &mut out, terminal);
+        let text = String::from_utf8(out).unwrap();
+        if terminal {
+            assert_eq!(
+                text,
+                "offdisk: offsite-A: docked (Ext Disk), starting\noffdisk: offsite-A: backing up\n\
+                 \r\x1b[Koffdisk: offsite-A: 3 files, 40%\r\x1b[Koffdisk: offsite-A: 3 files, 90%\n\
+                 offdisk: offsite-A: done: generation 2\n"
+            );
+        } else {
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines, ["offdisk: offsite-A: docked (Ext Disk), starting", "offdisk: offsite-A: backing up", "offdisk: offsite-A: 3 files, 40%", "offdisk: offsite-A: 3 files, 90%", "offdisk: offsite-A: done: generation 2"]);
+        }
+    }
 }

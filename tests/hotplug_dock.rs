@@ -8,6 +8,8 @@ use offdisk::hotplug::identity::{self, HostKey};
 use offdisk::hotplug::register::{register_device, RegisterSpec};
 use offdisk::hotplug::registry::{self, Registration};
 use offdisk::hotplug::{state, HotplugError};
+use offdisk::job::event::{BackupOutcome, Estimate, Event as JobEvent, JobKind, Meter, Step, VerifyOutcome};
+use offdisk::job::{Observer, Stop};
 use offdisk::secret::Passphrase;
 use std::path::{Path, PathBuf};
 
@@ -58,17 +60,43 @@ impl Backend for FakeDisk {
         copy_tree(&self.contents, at);
         Ok(())
     }
-    fn backup(&mut self, _reg: &Registration, mount: &Path, progress: &mut dyn FnMut(&str)) -> Result<String, HotplugError> {
+    /// A backup job's events as the engine would send them: 20 s of copying 100 files
+    /// (a progress event every half second), a sync, one generation pruned.
+    fn backup(&mut self, _reg: &Registration, mount: &Path, obs: &mut dyn Observer, _stop: &Stop) -> Result<String, HotplugError> {
         self.calls.push("backup".into());
+        let estimate = Some(Estimate { files: 100, bytes: 100_000 });
+        obs.event(&JobEvent::Started { job: JobKind::Backup, estimate });
         if self.fail_backup {
             return Err(HotplugError::Step { step: "backup", why: "disk full".into(), code: 1 });
         }
-        progress("copying 1 file");
+        obs.event(&JobEvent::Step { step: Step::Copying });
+        for i in 1..=40u64 {
+            let p = Meter::measure(estimate, i * 5 / 2, i * 2500, i, i * 1000, std::time::Duration::from_millis(i * 500));
+            obs.event(&JobEvent::Progress(p));
+        }
+        obs.event(&JobEvent::Step { step: Step::Syncing });
+        obs.event(&JobEvent::Step { step: Step::Pruning });
+        obs.event(&JobEvent::Pruned { generation: "2020-01-01T000000Z".into() });
         std::fs::write(mount.join("generation-1"), b"data").unwrap();
+        obs.event(&JobEvent::BackupFinished(BackupOutcome {
+            generation: "g1".into(),
+            files: 100,
+            bytes: 100_000,
+            new_bytes: 40_000,
+            copied_files: 40,
+            linked_files: 60,
+            seconds: 20.0,
+            pruned: vec!["2020-01-01T000000Z".into()],
+            warnings: 0,
+            incomplete: None,
+        }));
         Ok("generation 1: 1 file".into())
     }
-    fn verify(&mut self, _reg: &Registration, _mount: &Path) -> Result<String, HotplugError> {
+    fn verify(&mut self, _reg: &Registration, _mount: &Path, obs: &mut dyn Observer, _stop: &Stop) -> Result<String, HotplugError> {
         self.calls.push("verify".into());
+        obs.event(&JobEvent::Started { job: JobKind::Verify, estimate: None });
+        obs.event(&JobEvent::Verified { generation: "g1".into(), index: 1, of: 1, problems: 0 });
+        obs.event(&JobEvent::VerifyFinished(VerifyOutcome { generations: 1, files: 100, bytes: 100_000, bytes_read: 0, problems: 0, seconds: 0.1 }));
         Ok("verified".into())
     }
     fn unmount(&mut self, at: &Path) -> Result<(), HotplugError> {
@@ -91,11 +119,15 @@ struct ScriptedUi {
     answers: Vec<Option<&'static [u8]>>,
     asks: Vec<AskSpec>,
     events: Vec<Event>,
+    logs: Vec<String>,
 }
 
 impl Ui for ScriptedUi {
     fn event(&mut self, ev: Event) {
         self.events.push(ev);
+    }
+    fn log(&mut self, line: &str) {
+        self.logs.push(line.to_string());
     }
     fn ask(&mut self, spec: &AskSpec) -> Result<Option<Passphrase>, HotplugError> {
         self.asks.push(spec.clone());
@@ -117,7 +149,7 @@ fn env() -> Env {
         host_key: dir.path().join("host.key"),
         run_dir: dir.path().join("run"),
         state: dir.path().join("state.json"),
-        max_tries: 3,
+        ..DockOptions::system()
     };
     let dev = DeviceInfo { kernel_name: "sdx1".into(), path: "/dev/sdx1".into(), model: Some("Ext Disk".into()), serial: Some("S123".into()), size_bytes: None };
     Env { dir, opts, dev }
@@ -165,13 +197,50 @@ fn registered_disk_is_backed_up_verified_and_closed() {
     assert_eq!(ui.asks[0].device, "Ext Disk (serial S123)");
     assert!(ui.asks[0].id.ends_with(UUID));
     assert!(matches!(ui.events.first(), Some(Event::Started { .. })));
-    assert!(ui.events.iter().any(|e| matches!(e, Event::Progress { text, .. } if text == "copying 1 file")));
+    assert!(ui.events.iter().any(|e| matches!(e, Event::Progress { detail: Some(_), .. })));
     let n = ui.events.len();
     assert!(matches!(&ui.events[n - 2], Event::Done { .. }));
     assert_eq!(ui.events[n - 1], Event::SafeToUnplug { disk: "offsite-A".into() });
     let st = state::load(&e.opts.state);
     assert!(st[UUID].last_success.is_some());
     assert!(!e.dir.path().join("mnt").exists(), "the registered mount point was used and removed after");
+}
+
+#[test]
+fn progress_reaches_desktop_and_journal_in_order_and_at_a_human_pace() {
+    let e = env();
+    let mut disk = registered(&e);
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap();
+    let texts: Vec<String> = ui.events.iter().filter_map(|e| match e { Event::Progress { text, .. } => Some(text.clone()), _ => None }).collect();
+    // Phases in order, numbers between them.
+    let phase = |t: &str| texts.iter().position(|x| x == t).unwrap_or_else(|| panic!("no {t:?} in {texts:#?}"));
+    let (start, sync, prune, verify) = (
+        phase("backing up (about 100 files, 97.7 KiB)"),
+        phase("making the new generation durable"),
+        phase("pruning old generations"),
+        phase("verifying"),
+    );
+    assert!(start < sync && sync < prune && prune < verify, "{texts:#?}");
+    let numbers: Vec<&Event> = ui.events.iter().filter(|e| matches!(e, Event::Progress { detail: Some(_), .. })).collect();
+    // 40 updates over 20 s reach the desktop every few seconds (and with each journal line).
+    assert!((7..=14).contains(&numbers.len()), "{} updates: {numbers:#?}", numbers.len());
+    let details: Vec<_> = numbers.iter().map(|e| match e { Event::Progress { detail: Some(d), .. } => d.clone(), _ => unreachable!() }).collect();
+    assert!(details.windows(2).all(|w| w[0].files <= w[1].files && w[0].bytes < w[1].bytes), "in order: {details:#?}");
+    assert!(details.iter().all(|d| d.percent.is_some() && d.bytes_per_second == 5000));
+    assert_eq!(details.last().unwrap().percent, Some(100));
+    assert!(details[0].eta_seconds.unwrap() > details[details.len() - 2].eta_seconds.unwrap(), "ETA counts down");
+    let first = match numbers[0] { Event::Progress { text, .. } => text.clone(), _ => unreachable!() };
+    assert!(first.contains(" files, ") && first.contains('%') && first.contains("left"), "{first}");
+    // The journal: phases, one progress line per 10%, the prune.
+    let progress_lines: Vec<&String> = ui.logs.iter().filter(|l| l.contains('%')).collect();
+    assert_eq!(progress_lines.len(), 10, "{:#?}", ui.logs);
+    assert!(progress_lines[0].starts_with("offsite-A: ") && progress_lines[0].contains(", 10%,"), "{}", progress_lines[0]);
+    assert!(ui.logs.iter().any(|l| l == "offsite-A: pruned generation 2020-01-01T000000Z"), "{:#?}", ui.logs);
+    assert!(ui.logs.iter().any(|l| l == "offsite-A: verified g1 (1/1): good"), "{:#?}", ui.logs);
+    // Then the result, and the all-clear.
+    let n = ui.events.len();
+    assert!(matches!(&ui.events[n - 2], Event::Done { .. }) && matches!(&ui.events[n - 1], Event::SafeToUnplug { .. }));
 }
 
 #[test]

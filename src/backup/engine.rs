@@ -126,6 +126,8 @@ pub struct PipelineOptions {
     pub dst_root: PathBuf,
     pub threads: usize,
     pub mode: Mode,
+    /// Once requested, the walk stops, workers skip what is queued, and the run fails.
+    pub stop: super::Stop,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -152,6 +154,8 @@ pub enum PipelineError {
     Target { path: PathBuf, error: io::Error },
     #[error("writing the record: {0}")]
     Sink(io::Error),
+    #[error("stopped on request")]
+    Stopped,
 }
 
 impl PipelineError {
@@ -159,6 +163,7 @@ impl PipelineError {
         let e = match self {
             PipelineError::Target { error, .. } => error,
             PipelineError::Sink(e) => e,
+            PipelineError::Stopped => return false,
         };
         is_no_space(e)
     }
@@ -279,7 +284,9 @@ fn walk_and_decide(
                 w = advanced.wait(w).unwrap();
             }
         }
-        if abort.load(Ordering::SeqCst) {
+        if abort.load(Ordering::SeqCst) || opts.stop.requested() {
+            // The writer sees the stop request once everything sent so far is back.
+            batch.flush();
             return;
         }
         let entry = match item {
@@ -384,7 +391,7 @@ fn worker(rx: Arc<Mutex<Receiver<Vec<Job>>>>, tx: Sender<Vec<Done>>, opts: &Pipe
                 return;
             }
             let ino = Some((job.entry.meta.dev(), job.entry.meta.ino()));
-            let outcome = carry_out(&job, opts, &mut buf);
+            let outcome = if opts.stop.requested() { Outcome::Warning(String::from("stopped")) } else { carry_out(&job, opts, &mut buf) };
             done.push(Done { seq: job.seq, ino, entry: Some(job.entry), outcome });
         }
         if tx.send(done).is_err() {
@@ -508,6 +515,10 @@ fn write_in_order(
     }
     if let Some(e) = fatal {
         return Err(e);
+    }
+    // A stopped walk ends early without an error of its own: never take that for the end.
+    if opts.stop.requested() {
+        return Err(PipelineError::Stopped);
     }
     progress(&stats);
     Ok(stats)

@@ -16,7 +16,6 @@
 pub mod copy;
 pub mod engine;
 pub mod generation;
-pub mod progress;
 pub mod prune;
 pub mod record;
 pub mod restore;
@@ -62,6 +61,8 @@ pub enum BackupError {
     /// where a file or directory belongs): refused, nothing followed.
     #[error("{}: {why}", .path.display())]
     Refused { path: PathBuf, why: String },
+    #[error("stopped before the run was complete; every complete generation was left intact")]
+    Stopped,
 }
 
 impl Diagnose for BackupError {
@@ -146,7 +147,58 @@ pub struct BackupOptions {
     pub threads: usize,
     /// The generation's time (defaults to now); tests use it to simulate days.
     pub time: Option<i64>,
-    pub progress: bool,
+    /// Set from outside (a signal) to stop at the next safe point.
+    pub stop: Stop,
+}
+
+/// A request to stop a running backup, verify or restore at its next safe point: between
+/// entries, before a generation is made complete, between prunes. Cheap to clone; set it
+/// from another thread (dock's signal thread).
+#[derive(Debug, Clone, Default)]
+pub struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Stop {
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+    pub fn request(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn check(&self) -> Result<(), BackupError> {
+        if self.requested() {
+            Err(BackupError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The phases of a backup run, as [`EngineEvent::Step`] reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Walking the sources, linking and copying files.
+    Copying,
+    /// Directory metadata, then making everything durable before the generation is complete.
+    Syncing,
+    /// Removing generations the retention policy no longer keeps.
+    Pruning,
+}
+
+/// What the engine reports while it runs, in order; `crate::job` turns these into the
+/// typed events its observers see. Borrowed, so reporting costs nothing when unobserved.
+#[derive(Debug)]
+pub enum EngineEvent<'a> {
+    /// A leftover of an interrupted run was removed before starting.
+    Cleaned(&'a Path),
+    Step(Step),
+    /// Running totals, every few hundred entries and once at the end of the copy.
+    Stats(&'a engine::Stats),
+    /// A generation was pruned (by retention, or to make room when the disk was full).
+    Pruned(&'a str),
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +241,11 @@ fn now() -> i64 {
 
 /// Makes one new generation, then prunes by the retention policy.
 pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
+    backup_observed(opts, &mut |_| {})
+}
+
+/// [`backup`], reporting each step to `on` as it happens.
+pub fn backup_observed(opts: &BackupOptions, on: &mut dyn FnMut(EngineEvent<'_>)) -> Result<BackupSummary, BackupError> {
     if opts.sources.is_empty() {
         return Err(BackupError::Invalid("no sources given".into()));
     }
@@ -197,6 +254,9 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
     let gens_dir = root.generations_or_create()?;
     let _lock = lock_root(&root)?;
     let cleaned = prune::clean_leftovers(&gens_dir, &gen_dir).map_err(io_at(&gen_dir))?;
+    for c in &cleaned {
+        on(EngineEvent::Cleaned(c));
+    }
 
     let mut sources = Vec::new();
     for s in &opts.sources {
@@ -213,7 +273,7 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
     let mut gens = list()?;
     let mut pruned = Vec::new();
     let mut prune_seconds = 0.0;
-    let made = match make_generation(opts, &gens_dir, &sources, &walk_opts, &gens, time) {
+    let made = match make_generation(opts, &gens_dir, &sources, &walk_opts, &gens, time, on) {
         Err(Attempt::NoSpace(detail)) => {
             // Prune what the policy would prune once the new generation exists, then retry.
             let mut with_new = gens.clone();
@@ -231,13 +291,16 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
                 return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}{free}; the retention policy allows no pruning") });
             }
             let started = Instant::now();
+            on(EngineEvent::Step(Step::Pruning));
             for g in &doomed {
+                opts.stop.check()?;
                 prune::prune_generation(&gens_dir, g).map_err(io_at(&g.path))?;
+                on(EngineEvent::Pruned(&g.name));
                 pruned.push(g.name.clone());
             }
             prune_seconds += started.elapsed().as_secs_f64();
             gens = list()?;
-            match make_generation(opts, &gens_dir, &sources, &walk_opts, &gens, time) {
+            match make_generation(opts, &gens_dir, &sources, &walk_opts, &gens, time, on) {
                 Err(Attempt::NoSpace(detail)) => {
                     let free = free_bytes(&opts.root).map(|b| format!("; {} MiB free", b >> 20)).unwrap_or_default();
                     return Err(BackupError::NoSpace { root: opts.root.clone(), detail: format!("{detail}{free}; pruned {} by policy first", pruned.len()) })
@@ -254,13 +317,22 @@ pub fn backup(opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
     // Retention runs only now that the new generation is complete and synced.
     let gens = list()?;
     let started = Instant::now();
-    for d in retention::plan(&gens, &opts.retention) {
-        if d.keep.is_none() && d.name != info.name {
-            if let Some(g) = gens.iter().find(|g| g.name == d.name) {
-                prune::prune_generation(&gens_dir, g).map_err(io_at(&g.path))?;
-                pruned.push(d.name);
-            }
+    let doomed: Vec<_> = retention::plan(&gens, &opts.retention)
+        .into_iter()
+        .filter(|d| d.keep.is_none() && d.name != info.name)
+        .filter_map(|d| gens.iter().find(|g| g.name == d.name))
+        .collect();
+    if !doomed.is_empty() {
+        on(EngineEvent::Step(Step::Pruning));
+    }
+    for g in doomed {
+        // The new generation is complete: stopping here only leaves more generations.
+        if opts.stop.requested() {
+            break;
         }
+        prune::prune_generation(&gens_dir, g).map_err(io_at(&g.path))?;
+        on(EngineEvent::Pruned(&g.name));
+        pruned.push(g.name.clone());
     }
     prune_seconds += started.elapsed().as_secs_f64();
     Ok(BackupSummary { info, path, warnings, pruned, prune_seconds, cleaned })
@@ -301,6 +373,7 @@ fn make_generation(
     walk_opts: &walk::WalkOptions,
     gens: &[Generation],
     time: i64,
+    on: &mut dyn FnMut(EngineEvent<'_>),
 ) -> Result<(GenerationInfo, PathBuf, Vec<String>), Attempt> {
     let started = Instant::now();
     let gen_dir = generation::generations_dir(&opts.root);
@@ -341,15 +414,14 @@ fn make_generation(
             },
             None => None,
         };
-        let expected = gens.last().and_then(|g| read_info_in(gens_dir, &g.name));
-        let mut bar = progress::Progress::new(opts.progress, expected.as_ref().map(|i| (i.files, i.bytes)));
         let walker = walk::Walker::new(sources.to_vec(), walk_opts.clone());
-        let popts = engine::PipelineOptions { dst_root: tree.clone(), threads: opts.threads, mode: engine::Mode::Backup };
+        let popts = engine::PipelineOptions { dst_root: tree.clone(), threads: opts.threads, mode: engine::Mode::Backup, stop: opts.stop.clone() };
+        on(EngineEvent::Step(Step::Copying));
         let flusher = Flusher::start(gens_dir);
-        let stats = engine::run(walker, previous, &popts, &mut |r| w.write(r), &mut |s| bar.update(s));
+        let stats = engine::run(walker, previous, &popts, &mut |r| w.write(r), &mut |s| on(EngineEvent::Stats(s)));
         flusher.stop();
-        bar.finish();
         let stats = match stats {
+            Err(_) if opts.stop.requested() => return Err(Attempt::Failed(BackupError::Stopped)),
             Ok(s) => s,
             Err(e) if e.is_no_space() => return Err(Attempt::NoSpace(e.to_string())),
             Err(e) => return Err(Attempt::Failed(BackupError::Io { path: tree.clone(), error: io::Error::other(e.to_string()) })),
@@ -359,6 +431,8 @@ fn make_generation(
             f.flush().map_err(|e| fail(&partial, e))?;
         }
 
+        opts.stop.check()?;
+        on(EngineEvent::Step(Step::Syncing));
         // Directory metadata last, streaming the records just written.
         let reader = record::MetadataReader::open_in(&pdir, METADATA_FILE)
             .map_err(|e| Attempt::Failed(BackupError::Metadata { generation: name.clone(), error: e }))?;
@@ -405,11 +479,16 @@ fn make_generation(
             f.sync_all().map_err(|e| fail(&partial.join(n), e))?;
         }
         tree_dir.sync().map_err(|e| fail(&tree, e))?;
+        // The last moment a stop can still leave no new generation behind.
+        opts.stop.check()?;
         generation::complete(gens_dir, OsStr::new(&partial_name), OsStr::new(&name)).map_err(|e| fail(&final_path, e))?;
         Ok((info, warnings))
     })();
     match result {
         Ok((info, warnings)) => Ok((info, final_path, warnings)),
+        // Stopped (a signal; the disk may be going away): leave the partial generation for the
+        // next run to clean up, so teardown stays quick.
+        Err(e @ Attempt::Failed(BackupError::Stopped)) => Err(e),
         Err(e) => {
             // The partial generation is useless now; removing it frees the space it took.
             let _ = prune::remove_tree_at(gens_dir, OsStr::new(&partial_name), &partial);

@@ -54,7 +54,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
     }
     std::fs::create_dir_all(&opts.dest).map_err(|error| BackupError::Io { path: opts.dest.clone(), error })?;
     let walker = Walker::new(normalise_sources(sources), WalkOptions::default());
-    let popts = PipelineOptions { dst_root: opts.dest.clone(), threads: opts.threads, mode: Mode::Restore };
+    let popts = PipelineOptions { dst_root: opts.dest.clone(), threads: opts.threads, mode: Mode::Restore, stop: Default::default() };
 
     let mut expected = Previous::open(&gens_dir, &g).ok();
     let mut dirs: Vec<Record> = Vec::new();

@@ -61,6 +61,8 @@ pub struct VerifyOptions {
     /// Sizes and times only, no reading of contents.
     pub quick: bool,
     pub threads: usize,
+    /// Checked between entries: a requested stop ends the run with [`BackupError::Stopped`].
+    pub stop: super::Stop,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -74,6 +76,11 @@ pub struct VerifyReport {
 }
 
 pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BackupError> {
+    verify_observed(opts, &mut |_, _| {})
+}
+
+/// [`verify`], calling `done` after each generation with the report so far.
+pub fn verify_observed(opts: &VerifyOptions, done: &mut dyn FnMut(&Generation, &VerifyReport)) -> Result<VerifyReport, BackupError> {
     let gens: Vec<Generation> = match &opts.generation {
         Some(g) => vec![super::pick_generation(&opts.root, Some(g))?],
         None => super::generation::list(&opts.root)?,
@@ -84,8 +91,11 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BackupError> {
     let mut report = VerifyReport::default();
     let seen: Mutex<HashMap<(u64, u64), [u8; 32]>> = Mutex::new(HashMap::new());
     for g in &gens {
+        opts.stop.check()?;
         verify_one(g, opts, &seen, &mut report);
+        opts.stop.check()?;
         report.generations.push(g.name.clone());
+        done(g, &report);
     }
     Ok(report)
 }
@@ -214,6 +224,9 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
         let mut records = records.peekable();
         let mut walk = walker.peekable();
         loop {
+            if opts.stop.requested() {
+                break;
+            }
             // Unreadable records end the comparison: what follows cannot be trusted.
             if let Some(Err(_)) = records.peek() {
                 if let Some(Err(e)) = records.next() {

@@ -1,12 +1,13 @@
 //! `offdisk backup/verify/generations/restore` (owned by the backup work).
 
 use super::{count, CliResult, Failure};
-use crate::backup::{self, retention::Retention, walk};
-use crate::config::{Config, DiskConfig, Ledger, LedgerGeneration};
+use crate::backup::{self, retention::Retention};
+use crate::config::Config;
 use crate::error::exit;
+use crate::job::{self, BackupJob, BackupPolicy, Target, VerifyJob};
 use clap::Args;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where to find the backup: a directory, or a configured disk.
 #[derive(Args, Debug, Clone)]
@@ -45,7 +46,7 @@ pub struct RetentionArgs {
 }
 
 impl RetentionArgs {
-    fn policy(&self) -> Retention {
+    pub fn policy(&self) -> Retention {
         Retention {
             keep_last: self.keep_last,
             keep_daily: self.keep_daily,
@@ -142,165 +143,38 @@ pub struct RestoreArgs {
 }
 
 /// The backup root and, when known, the configured disk it belongs to.
-struct Resolved {
-    root: PathBuf,
-    config: Config,
-    disk: Option<DiskConfig>,
-}
-
-fn resolve(t: &TargetArgs) -> Result<Resolved, Failure> {
+fn resolve(t: &TargetArgs) -> Result<Target, Failure> {
     let config = Config::load_default(t.config.as_deref())?;
     for w in config.warnings() {
         eprintln!("offdisk: warning: {w}");
     }
-    let disk = match &t.disk {
-        Some(key) => Some(
-            config
-                .disk(key)
-                .cloned()
-                .ok_or_else(|| Failure::usage(format!("no disk {key:?} in the configuration")).with_hint("`offdisk status` lists known disks"))?,
-        ),
-        None if t.target.is_none() => {
-            let mounted: Vec<_> = config.disks.iter().filter(|d| is_mounted(&d.mount_point())).collect();
-            match mounted.as_slice() {
-                [one] => Some((*one).clone()),
-                [] => {
-                    return Err(Failure::usage("no --target given and no configured disk is mounted")
-                        .with_hint("open the disk first (`offdisk open`), or pass --target DIR"))
-                }
-                _ => return Err(Failure::usage("several configured disks are mounted").with_hint("choose one with --disk")),
-            }
-        }
-        None => None,
-    };
-    let root = match (&t.target, &disk) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(d)) => {
-            let m = d.mount_point();
-            if !is_mounted(&m) {
-                return Err(Failure::new(exit::DEVICE, format!("disk {} is not mounted at {}", d.name(), m.display()))
-                    .with_hint("open it first with `offdisk open`"));
-            }
-            m
-        }
-        (None, None) => unreachable!("handled above"),
-    };
-    Ok(Resolved { root, config, disk })
-}
-
-/// A directory on a different device than its parent.
-fn is_mounted(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(m), Ok(p)) = (std::fs::metadata(dir), std::fs::metadata(dir.join(".."))) else { return false };
-    m.is_dir() && (m.dev() != p.dev() || m.ino() == p.ino())
+    Ok(Target::resolve(config, t.target.as_deref(), t.disk.as_deref())?)
 }
 
 fn threads(t: &TargetArgs) -> usize {
-    t.threads.filter(|&n| n > 0).unwrap_or_else(backup::default_threads)
+    job::threads(t.threads)
 }
 
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string())
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::job::human_bytes;
 
 pub fn run_backup(a: BackupArgs, verbose: bool) -> CliResult {
     let r = resolve(&a.target)?;
-    let sources = if !a.sources.is_empty() {
-        a.sources.clone()
-    } else {
-        match &r.disk {
-            Some(d) if !d.sources.is_empty() => d.sources.clone(),
-            _ => return Err(Failure::usage("nothing to back up").with_hint("name sources (SRC...) or configure them for the disk")),
-        }
+    let overrides = job::Overrides {
+        sources: a.sources.clone(),
+        excludes: a.exclude.clone(),
+        exclude_files: a.exclude_from.clone(),
+        include_caches: a.include_caches,
+        cross_filesystems: a.cross_filesystems,
+        retention: a.retention.policy(),
+        allow_shrink: false,
     };
-    let mut excludes = walk::Excludes::default();
-    let retention;
-    let mut exclude_files = a.exclude_from.clone();
-    let (mut one_fs, mut caches) = (true, true);
-    if let Some(d) = &r.disk {
-        for p in r.config.excludes_for(d) {
-            excludes.add(&p);
-        }
-        exclude_files.extend(r.config.defaults.exclude_file.iter().chain(d.exclude_file.iter()).cloned());
-        retention = r.config.retention_for(d);
-        one_fs = d.one_file_system.or(r.config.defaults.one_file_system).unwrap_or(true);
-        caches = d.exclude_caches.or(r.config.defaults.exclude_caches).unwrap_or(true);
-    } else {
-        for p in &r.config.defaults.excludes {
-            excludes.add(p);
-        }
-        retention = r.config.defaults.retention;
-    }
-    for p in &a.exclude {
-        excludes.add(p);
-    }
-    for f in &exclude_files {
-        excludes
-            .add_file(f)
-            .map_err(|e| Failure::usage(format!("exclude file {}: {e}", f.display())))?;
-    }
-    let retention = retention.overridden_by(a.retention.policy());
-    let opts = backup::BackupOptions {
-        root: r.root.clone(),
-        sources,
-        walk: walk::WalkOptions {
-            excludes,
-            one_file_system: one_fs && !a.cross_filesystems,
-            exclude_caches: caches && !a.include_caches,
-            skip: Vec::new(),
-        },
-        retention,
-        threads: threads(&a.target),
-        time: a.at,
-        progress: !a.no_progress && !a.json && std::io::stderr().is_terminal(),
-    };
-    let s = backup::backup(&opts)?;
-
-    // The ledger: always on the disk, and on the host when the disk is a configured one.
-    let gens: Vec<LedgerGeneration> = backup::list_generations(&r.root)?
-        .into_iter()
-        .map(|(g, info)| LedgerGeneration {
-            time: g.time,
-            files: info.as_ref().map_or(0, |i| i.files),
-            bytes: info.as_ref().map_or(0, |i| i.bytes),
-            name: g.name,
-        })
-        .collect();
-    let (uuid, label) = match &r.disk {
-        Some(d) => (d.luks_uuid.clone(), d.label.clone()),
-        None => match Ledger::load_disk(&r.root) {
-            Ok(Some(l)) => (l.luks_uuid, l.label),
-            _ => (String::new(), None),
-        },
-    };
-    // Only the disk's identity as registered here goes into the ledgers: the disk's own copy
-    // is untrusted and only supplies identity when no disk is configured.
-    let mut ledger = Ledger::new(&uuid, label.as_deref());
-    ledger.record_backup(gens, &s.info.name, s.info.time, hostname());
-    let mut ledger_warnings = Vec::new();
-    if let Err(e) = ledger.save_disk(&r.root) {
-        ledger_warnings.push(format!("ledger on disk: {e}"));
-    }
-    if r.disk.is_some() {
-        if let Err(e) = ledger.save_host(&r.config.ledger_dir(), &uuid) {
-            ledger_warnings.push(format!("host ledger: {e}"));
-        }
-    }
+    let policy = BackupPolicy::for_disk(&r.config, r.disk.as_ref()).with(&overrides)?;
+    let backup = BackupJob { target: r, policy, threads: threads(&a.target), time: a.at };
+    let mut bar = super::progress::Progress::new(!a.no_progress && !a.json && std::io::stderr().is_terminal());
+    let report = backup.run(&mut |ev: &job::Event| bar.event(ev), &job::Stop::new());
+    bar.finish();
+    let report = report?;
+    let s = &report.summary;
 
     if a.json {
         let v = serde_json::json!({
@@ -310,11 +184,11 @@ pub fn run_backup(a: BackupArgs, verbose: bool) -> CliResult {
             "pruned": s.pruned,
             "prune_seconds": s.prune_seconds,
             "cleaned_up": s.cleaned,
-            "warnings": s.warnings.iter().chain(ledger_warnings.iter()).collect::<Vec<_>>(),
+            "warnings": report.warnings().collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        for w in s.warnings.iter().chain(ledger_warnings.iter()) {
+        for w in report.warnings() {
             eprintln!("offdisk: warning: {w}");
         }
         if verbose {
@@ -350,16 +224,11 @@ pub fn run_verify(a: VerifyArgs, _verbose: bool) -> CliResult {
         return super::anywhere::run_verify(&a.from, a.generation, a.quick, threads(&a.target), a.json);
     }
     let r = resolve(&a.target)?;
-    let opts = backup::verify::VerifyOptions {
-        root: r.root.clone(),
-        generation: a.generation.clone(),
-        quick: a.quick,
-        threads: threads(&a.target),
-    };
-    let started = std::time::Instant::now();
-    let report = backup::verify::verify(&opts)?;
+    let verify = VerifyJob { root: r.root, generation: a.generation.clone(), quick: a.quick, threads: threads(&a.target) };
+    let run = verify.run(&mut job::Quiet, &job::Stop::new())?;
+    let report = &run.report;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
     } else {
         for p in &report.problems {
             println!("{p}");
@@ -371,7 +240,7 @@ pub fn run_verify(a: VerifyArgs, _verbose: bool) -> CliResult {
             count(report.files as usize, "file", "files"),
             human_bytes(report.bytes),
             human_bytes(report.bytes_read),
-            started.elapsed().as_secs_f64(),
+            run.seconds,
             if report.problems.is_empty() { "all good".to_string() } else { count(report.problems.len(), "problem", "problems") }
         );
     }

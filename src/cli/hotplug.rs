@@ -13,6 +13,9 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Console agents' sockets, under the run directory.
+const CONSOLE_SUBDIR: &str = "console";
+
 /// Paths shared by register and dock; the hidden ones exist for tests and packaging.
 #[derive(Args, Debug, Clone)]
 pub struct PathArgs {
@@ -37,7 +40,7 @@ impl PathArgs {
             host_key: self.host_key.clone(),
             run_dir: self.run_dir.clone(),
             state: self.state.clone(),
-            max_tries: 3,
+            ..DockOptions::system()
         }
     }
 }
@@ -125,6 +128,9 @@ pub struct DockArgs {
     /// Where desktop agents' runtime directories are (`<DIR>/<uid>/offdisk/agent.sock`).
     #[arg(long, value_name = "DIR", default_value = "/run/user", hide = true)]
     pub agents_dir: PathBuf,
+    /// Least seconds between two progress updates sent to the desktop (tests use 0).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0, hide = true)]
+    pub notify_every: f64,
     #[command(flatten)]
     pub paths: PathArgs,
 }
@@ -154,6 +160,9 @@ pub struct AgentArgs {
     /// Stop after one dock session or one answer (tests).
     #[arg(long, hide = true)]
     pub once: bool,
+    /// Where docks find console agents (`<DIR>/console/<pid>.sock`, with --console).
+    #[arg(long, value_name = "DIR", default_value = lock::RUN_DIR, hide = true)]
+    pub run_dir: PathBuf,
 }
 
 pub fn run_register(a: RegisterArgs, _verbose: bool) -> CliResult {
@@ -195,10 +204,13 @@ pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
         timeout: Duration::from_secs(a.timeout),
         verbose,
     };
+    ui.links.connect_console(&a.paths.run_dir.join(CONSOLE_SUBDIR));
     if verbose {
         eprintln!("offdisk dock: {} desktop agent(s) connected", ui.links.len());
     }
-    match dock::dock(&dev, &a.paths.dock_options(), &mut SystemBackend::with_config(&a.paths.config), &mut ui)? {
+    let mut opts = a.paths.dock_options();
+    opts.pacer.notify_every = a.notify_every;
+    match dock::dock(&dev, &opts, &mut SystemBackend::with_config(&a.paths.config), &mut ui)? {
         Outcome::Ignored { luks_uuid } => {
             eprintln!("offdisk dock: {name}: LUKS {luks_uuid} is not a registered backup disk; left alone");
         }
@@ -214,7 +226,7 @@ pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
 
 pub fn run_agent(a: AgentArgs, _verbose: bool) -> CliResult {
     if a.console {
-        agent::run_console(&a.ask_dir, true, a.once)?;
+        agent::run_console(&a.ask_dir, true, a.once, Some(&a.run_dir.join(CONSOLE_SUBDIR)))?;
         return Ok(exit::OK);
     }
     let runtime_dir = a

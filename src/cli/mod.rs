@@ -10,6 +10,7 @@ pub mod backup;
 pub mod disk;
 pub mod hotplug;
 pub mod luks;
+pub mod progress;
 pub mod prompt;
 
 use crate::error::{exit, Diagnose};

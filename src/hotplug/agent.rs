@@ -174,7 +174,7 @@ pub fn handle_session(conn: &mut DockConn, desk: &mut dyn Desk) -> std::io::Resu
                     desk.withdraw(p.notification, &p.disk);
                 }
             }
-            Event::Progress { disk, text } => {
+            Event::Progress { disk, text, .. } => {
                 progress_id = desk.notify(&format!("Backing up {disk}"), &text, Level::Low, progress_id).or(progress_id);
             }
             Event::Done { disk, summary } => {
@@ -242,10 +242,38 @@ pub fn run(opts: &AgentOptions) -> Result<(), HotplugError> {
     }
 }
 
+/// Prints a dock session's events on the console, one line each; on a terminal, progress
+/// updates rewrite one line in place. Returns when dock hangs up.
+pub fn print_session(conn: &mut DockConn, out: &mut dyn std::io::Write, terminal: bool) {
+    let mut in_place = false;
+    while let Ok(Some(ev)) = conn.next_event() {
+        let line = super::dock::describe_event(&ev);
+        let progress = matches!(ev, Event::Progress { detail: Some(_), .. });
+        let _ = if terminal && progress {
+            in_place = true;
+            write!(out, "\r\x1b[Koffdisk: {line}")
+        } else {
+            let nl = if std::mem::take(&mut in_place) { "\n" } else { "" };
+            writeln!(out, "{nl}offdisk: {line}")
+        };
+        let _ = out.flush();
+    }
+    if in_place {
+        let _ = writeln!(out);
+    }
+}
+
 /// `--console`: answers offdisk's requests in `ask_dir` from the terminal (or, when stdin
-/// is not a terminal, one line of stdin per request, for scripts). `once`: stop after one answer.
-pub fn run_console(ask_dir: &Path, require_root: bool, once: bool) -> Result<(), HotplugError> {
+/// is not a terminal, one line of stdin per request, for scripts), and shows the progress of
+/// every dock that connects to `listen` (a root-only directory; see
+/// [`AgentLinks::connect_console`](super::agent_link::AgentLinks::connect_console)).
+/// `once`: stop after one answer (and after the dock session that asked, if one is shown).
+pub fn run_console(ask_dir: &Path, require_root: bool, once: bool, listen: Option<&Path>) -> Result<(), HotplugError> {
     let exe = std::fs::read_link("/proc/self/exe").map_err(|e| HotplugError::io("/proc/self/exe", e))?;
+    let sessions = match listen {
+        Some(dir) => Some(console_sessions(dir, TrustedPeer { uid: if require_root { 0 } else { nix::unistd::geteuid().as_raw() }, exe: exe.clone() })?),
+        None => None,
+    };
     let mut answered: HashSet<PathBuf> = HashSet::new();
     loop {
         let asks = ask_password::scan(ask_dir);
@@ -258,11 +286,51 @@ pub fn run_console(ask_dir: &Path, require_root: bool, once: bool) -> Result<(),
             let answer = read_console_passphrase(&format!("{} ", a.message.trim_end()))?;
             a.reply(answer.as_ref()).map_err(|e| HotplugError::io(format!("answering {}", a.socket.display()), e))?;
             if once {
+                // Show the rest of the dock that asked, if it is connected.
+                if let Some((_listener, active)) = &sessions {
+                    while active.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
                 return Ok(());
             }
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// The console's listener (its socket removed when this is dropped) and the sessions running.
+type Sessions = (SocketGuard, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Listens for docks and prints each session on stderr; the counter is the sessions running.
+fn console_sessions(dir: &Path, trusted: TrustedPeer) -> Result<Sessions, HotplugError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let l = AgentListener::bind_console(dir)?;
+    let guard = SocketGuard(l.path().to_path_buf());
+    let active = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&active);
+    std::thread::spawn(move || {
+        while let Ok(mut conn) = l.accept(&trusted) {
+            a.fetch_add(1, Ordering::SeqCst);
+            let a = Arc::clone(&a);
+            std::thread::spawn(move || {
+                use std::io::IsTerminal;
+                let terminal = std::io::stderr().is_terminal();
+                print_session(&mut conn, &mut std::io::stderr(), terminal);
+                a.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Ok((guard, active))
 }
 
 fn read_console_passphrase(prompt: &str) -> Result<Option<Passphrase>, HotplugError> {

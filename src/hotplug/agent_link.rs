@@ -39,10 +39,28 @@ pub enum Event {
     Ask { id: String, disk: String, device: String, attempt: u32, max: u32, error: Option<String> },
     /// The request was answered elsewhere or given up.
     AskDone { id: String },
-    Progress { disk: String, text: String },
+    /// How the job is going: `text` for people; `detail` (when the job gave numbers) for
+    /// agents that draw their own.
+    Progress {
+        disk: String,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<ProgressDetail>,
+    },
     Done { disk: String, summary: String },
     Failed { disk: String, reason: String },
     SafeToUnplug { disk: String },
+}
+
+/// A progress update in numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressDetail {
+    pub files: u64,
+    pub bytes: u64,
+    pub new_bytes: u64,
+    pub bytes_per_second: u64,
+    pub percent: Option<u8>,
+    pub eta_seconds: Option<u64>,
 }
 
 /// Percent-escapes `%`, CR and LF so any passphrase fits on one line.
@@ -139,6 +157,19 @@ impl AgentLinks {
             }
         }
         AgentLinks { links }
+    }
+
+    /// Connects to the console agents' sockets (`offdisk agent --console`, run by root):
+    /// `<dir>/*.sock`, each owned by root with a root peer.
+    pub fn connect_console(&mut self, dir: &Path) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            if e.file_name().to_str().is_some_and(|n| n.ends_with(".sock")) {
+                if let Ok(l) = Self::connect_one(&e.path(), 0) {
+                    self.links.push(l);
+                }
+            }
+        }
     }
 
     /// Connects to one agent socket that must belong to `uid`.
@@ -245,6 +276,21 @@ impl AgentListener {
         if UnixStream::connect(&path).is_ok() {
             return Err(HotplugError::Step { step: "agent", why: "another offdisk agent already runs in this session".into(), code: crate::error::exit::BUSY });
         }
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(io("binding"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io("securing"))?;
+        Ok(AgentListener { listener, path })
+    }
+
+    /// A console agent's socket: `<dir>/<pid>.sock`, the directory made root-only.
+    pub fn bind_console(dir: &Path) -> Result<AgentListener, HotplugError> {
+        let path = dir.join(format!("{}.sock", std::process::id()));
+        let io = |what: &str| {
+            let what = format!("{what} {}", path.display());
+            move |e| HotplugError::io(what, e)
+        };
+        std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("securing"))?;
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(io("binding"))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io("securing"))?;

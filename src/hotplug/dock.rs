@@ -15,9 +15,11 @@ use super::agent_link::{AgentLinks, Event};
 use super::ask_password::{self, Pending, Reply, Request};
 use super::device::DeviceInfo;
 use super::identity::{self, HostKey};
+use super::progress::{Forwarder, Pacer};
 use super::registry::{self, Registration, UnlockMethod};
 use super::{lock, state, HotplugError};
-use crate::secret::Passphrase;
+use crate::job::{Observer, Stop};
+use crate::secret::{Passphrase, SecretBytes};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,10 +38,10 @@ pub trait Backend {
     fn unlock(&mut self, dev: &Path, pass: &Passphrase) -> Result<bool, HotplugError>;
     /// Activates the mapping for the unlocked key and mounts it nosuid,nodev,noexec on `at`.
     fn open_and_mount(&mut self, reg: &Registration, at: &Path) -> Result<(), HotplugError>;
-    /// Runs the backup with the disk's policy; returns a one-line summary.
-    fn backup(&mut self, reg: &Registration, mount: &Path, progress: &mut dyn FnMut(&str)) -> Result<String, HotplugError>;
-    /// Quick verify of what was just written; returns a one-line summary.
-    fn verify(&mut self, reg: &Registration, mount: &Path) -> Result<String, HotplugError>;
+    /// Runs the backup job with the disk's policy, its events to `obs`; returns a one-line summary.
+    fn backup(&mut self, reg: &Registration, mount: &Path, obs: &mut dyn Observer, stop: &Stop) -> Result<String, HotplugError>;
+    /// Quick verify of what was just written, its events to `obs`; returns a one-line summary.
+    fn verify(&mut self, reg: &Registration, mount: &Path, obs: &mut dyn Observer, stop: &Stop) -> Result<String, HotplugError>;
     fn unmount(&mut self, at: &Path) -> Result<(), HotplugError>;
     /// Removes the mapping (and forgets the key).
     fn close(&mut self) -> Result<(), HotplugError>;
@@ -59,6 +61,8 @@ pub struct AskSpec {
 /// Telling and asking people.
 pub trait Ui {
     fn event(&mut self, ev: Event);
+    /// A line for the journal only (progress at coarse steps, warnings, phases).
+    fn log(&mut self, _line: &str) {}
     /// `Ok(None)`: cancelled or nobody answered in time.
     fn ask(&mut self, spec: &AskSpec) -> Result<Option<Passphrase>, HotplugError>;
 }
@@ -71,6 +75,10 @@ pub struct DockOptions {
     pub run_dir: PathBuf,
     pub state: PathBuf,
     pub max_tries: u32,
+    /// Set by dock's signal handling: stop at the next safe point and tear down.
+    pub stop: Stop,
+    /// How often progress reaches the desktop and the journal.
+    pub pacer: Pacer,
 }
 
 impl DockOptions {
@@ -81,6 +89,8 @@ impl DockOptions {
             run_dir: PathBuf::from(lock::RUN_DIR),
             state: PathBuf::from(state::STATE_PATH),
             max_tries: 3,
+            stop: Stop::new(),
+            pacer: Pacer::default(),
         }
     }
     pub fn mount_point(&self, luks_uuid: &str) -> PathBuf {
@@ -163,11 +173,9 @@ impl Run<'_> {
         self.mounted = Some(at.clone());
         identity::check(&at, &key, &self.reg.luks_uuid, &disk_id)
             .map_err(|why| HotplugError::IdentityMismatch { disk: disk.clone(), why })?;
-        let ui = &mut *self.ui;
-        let mut progress = |text: &str| ui.event(Event::Progress { disk: disk.clone(), text: text.to_string() });
-        let summary = self.backend.backup(self.reg, &at, &mut progress)?;
-        self.ui.event(Event::Progress { disk: disk.clone(), text: "verifying".into() });
-        let verified = self.backend.verify(self.reg, &at)?;
+        let mut forward = Forwarder::new(&disk, &mut *self.ui, self.opts.pacer.clone());
+        let summary = self.backend.backup(self.reg, &at, &mut forward, &self.opts.stop)?;
+        let verified = self.backend.verify(self.reg, &at, &mut forward, &self.opts.stop)?;
         Ok(format!("{summary}; {verified}"))
     }
 
@@ -177,8 +185,7 @@ impl Run<'_> {
                 path: self.opts.config.clone(),
                 why: format!("disk {disk} uses unlock = \"key-file\" but has no key_file"),
             })?;
-            let pass = crate::cli::prompt::read_passphrase(crate::cli::prompt::KeySource::File(path))
-                .map_err(|e| HotplugError::io(format!("key file {}", path.display()), e))?;
+            let pass = read_key_file(path).map_err(|e| HotplugError::io(format!("key file {}", path.display()), e))?;
             return match self.backend.unlock(&self.dev.path, &pass)? {
                 true => Ok(()),
                 false => Err(HotplugError::WrongPassphrase { disk: disk.into(), tries: 1 }),
@@ -219,6 +226,29 @@ impl Run<'_> {
     }
 }
 
+/// Largest key file read, as cryptsetup's default --keyfile-size limit (8 MiB).
+pub const MAX_KEY_FILE: u64 = 8 * 1024 * 1024;
+
+/// A registered disk's key file: its whole content is the passphrase (as cryptsetup's key
+/// files), read straight into locked memory of its exact size.
+pub fn read_key_file(path: &Path) -> std::io::Result<Passphrase> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    if len > MAX_KEY_FILE {
+        return Err(std::io::Error::other("key file is larger than 8 MiB"));
+    }
+    if len == 0 {
+        return Err(std::io::Error::other("key file is empty"));
+    }
+    let mut key = SecretBytes::zeroed(len as usize);
+    f.read_exact(key.expose_mut())?;
+    if f.read(&mut [0u8; 1])? != 0 {
+        return Err(std::io::Error::other("key file changed while it was read"));
+    }
+    Ok(Passphrase::new(key))
+}
+
 /// The real UI of a dock: events go to the journal (stderr) and to every desktop agent;
 /// passphrases are asked through systemd's ask-password directory and the agents at once,
 /// and the first answer wins.
@@ -246,7 +276,7 @@ pub fn describe_event(ev: &Event) -> String {
         Event::Started { disk, device } => format!("{disk}: docked ({device}), starting"),
         Event::Ask { disk, attempt, max, .. } => format!("{disk}: asking for the passphrase ({attempt}/{max})"),
         Event::AskDone { .. } => "passphrase request closed".into(),
-        Event::Progress { disk, text } => format!("{disk}: {text}"),
+        Event::Progress { disk, text, .. } => format!("{disk}: {text}"),
         Event::Done { disk, summary } => format!("{disk}: done: {summary}"),
         Event::Failed { disk, reason } => format!("{disk}: failed: {reason}"),
         Event::SafeToUnplug { disk } => format!("{disk}: closed, safe to unplug"),
@@ -259,6 +289,10 @@ impl Ui for AgentUi {
             eprintln!("offdisk dock: {}", describe_event(&ev));
         }
         self.links.send(&ev);
+    }
+
+    fn log(&mut self, line: &str) {
+        eprintln!("offdisk dock: {line}");
     }
 
     fn ask(&mut self, spec: &AskSpec) -> Result<Option<Passphrase>, HotplugError> {

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod lock;
 pub mod notify;
 pub mod pinentry;
+pub mod progress;
 pub mod register;
 pub mod registry;
 pub mod state;

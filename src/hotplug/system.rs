@@ -1,13 +1,14 @@
 //! The real [`Backend`]: the LUKS core unlocks, the disk layer maps and mounts
-//! (dm-crypt, ext4 with nosuid,nodev), and the backup engine runs through the same code
-//! path as `offdisk backup --disk UUID --target MOUNT` (retention, excludes and ledger
-//! included), then `offdisk verify --quick` on the new generation.
+//! (dm-crypt, ext4 with nosuid,nodev), and the backup runs as the same [`crate::job`] as
+//! `offdisk backup --disk UUID --target MOUNT` (the disk's configured policy, ledgers
+//! included), then a quick verify of the new generation.
 
 use super::dock::{Backend, Probe};
 use super::registry::Registration;
 use super::HotplugError;
 use crate::disk::lifecycle::{self, LuksDevice, OpenRequest};
 use crate::error::{exit, Diagnose};
+use crate::job::{human_bytes, BackupJob, Observer, Stop, VerifyJob};
 use crate::luks::{LuksError, Unlocked, Volume};
 use crate::secret::Passphrase;
 use std::fs::File;
@@ -37,27 +38,6 @@ fn diag<E: Diagnose>(what: &'static str) -> impl FnOnce(E) -> HotplugError {
     move |e| {
         let code = e.exit_code();
         step(what, e, code)
-    }
-}
-
-impl SystemBackend {
-    /// Runs an offdisk subcommand in this process (no shell, no new process), as the user
-    /// would type it; returns its exit status.
-    fn run_cli(&self, args: &[&std::ffi::OsStr]) -> Result<i32, HotplugError> {
-        use clap::Parser;
-        let mut argv: Vec<&std::ffi::OsStr> = vec!["offdisk".as_ref()];
-        argv.extend_from_slice(args);
-        let cli = crate::cli::Cli::try_parse_from(argv).map_err(|e| step("internal command", e, exit::USAGE))?;
-        crate::cli::run(cli).map_err(|f| HotplugError::Step { step: "backup", why: f.message, code: f.code })
-    }
-
-    fn target_args<'a>(&'a self, reg: &'a Registration, mount: &'a Path) -> Vec<&'a std::ffi::OsStr> {
-        let mut v: Vec<&std::ffi::OsStr> = vec!["--disk".as_ref(), reg.luks_uuid.as_ref(), "--target".as_ref(), mount.as_os_str()];
-        if let Some(c) = &self.config {
-            v.push("--config".as_ref());
-            v.push(c.as_os_str());
-        }
-        v
     }
 }
 
@@ -108,34 +88,20 @@ impl Backend for SystemBackend {
         }
     }
 
-    fn backup(&mut self, reg: &Registration, mount: &Path, progress: &mut dyn FnMut(&str)) -> Result<String, HotplugError> {
-        progress(&format!("backing up {} source(s)", reg.sources.len()));
-        let mut args = vec!["backup".as_ref(), "--no-progress".as_ref()];
-        args.extend(self.target_args(reg, mount));
-        let code = self.run_cli(&args)?;
-        if code != exit::OK {
-            return Err(step("backup", format!("exit status {code}"), code));
-        }
-        let gens = crate::backup::list_generations(mount).map_err(diag("backup"))?;
-        let (g, info) = gens.last().ok_or_else(|| step("backup", "no generation was made", exit::USAGE))?;
-        Ok(match info {
-            Some(i) => format!(
-                "generation {}: {} files, {} ({} new)",
-                g.name,
-                i.files,
-                crate::cli::backup::human_bytes(i.bytes),
-                crate::cli::backup::human_bytes(i.new_bytes)
-            ),
-            None => format!("generation {}", g.name),
-        })
+    fn backup(&mut self, reg: &Registration, mount: &Path, obs: &mut dyn Observer, stop: &Stop) -> Result<String, HotplugError> {
+        let config = self.config.clone().unwrap_or_else(|| PathBuf::from(super::registry::CONFIG_PATH));
+        let job = BackupJob::for_registered_disk(&config, &reg.luks_uuid, mount).map_err(diag("backup"))?;
+        let r = job.run(obs, stop).map_err(diag("backup"))?;
+        let o = &r.outcome;
+        Ok(format!("generation {}: {} files, {} ({} new)", o.generation, o.files, human_bytes(o.bytes), human_bytes(o.new_bytes)))
     }
 
-    fn verify(&mut self, reg: &Registration, mount: &Path) -> Result<String, HotplugError> {
-        let mut args = vec!["verify".as_ref(), "--quick".as_ref(), "--generation".as_ref(), "latest".as_ref()];
-        args.extend(self.target_args(reg, mount));
-        match self.run_cli(&args)? {
-            exit::OK => Ok("quick verify passed".into()),
-            code => Err(step("verify", "the new generation does not match its manifest", code)),
+    fn verify(&mut self, _reg: &Registration, mount: &Path, obs: &mut dyn Observer, stop: &Stop) -> Result<String, HotplugError> {
+        let job = VerifyJob { root: mount.to_path_buf(), generation: Some("latest".into()), quick: true, threads: crate::job::threads(None) };
+        let run = job.run(obs, stop).map_err(diag("verify"))?;
+        match run.report.problems.len() {
+            0 => Ok("quick verify passed".into()),
+            n => Err(step("verify", format!("the new generation does not match its manifest ({n} problems; `offdisk verify` names them)"), exit::USAGE)),
         }
     }
 

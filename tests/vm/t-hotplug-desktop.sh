@@ -4,12 +4,16 @@
 # to a backup and "safe to unplug". The test reads the notifications off the session bus
 # (dbus-monitor: what the daemon was sent), clicks through the daemon (dunstctl), and takes a
 # screenshot of the unlock notification. A process that is not offdisk's service gets no hearing.
+# The backup's progress is one notification the daemon updates in place (same id) with files,
+# bytes, percent and time left (the disk already holds a generation, so there is an estimate).
 . "$VMDIR/lib.sh"
 for tool in Xvfb dbus-launch dunst dunstctl dbus-monitor import; do
   command -v $tool >/dev/null || { notok hotplug-desktop-tools "missing $tool (apt-get install xvfb dbus-x11 dunst imagemagick)"; exit 0; }
 done
 HP="$WORK/hpd"; mkdir -p "$HP/src" "$HP/etc" "$HP/users/0"; chmod 700 "$HP/users/0"
 echo desk > "$HP/src/file.txt"
+# Enough files that the copy reports progress several times under emulation.
+for d in $(seq 0 11); do mkdir -p "$HP/src/d$d"; for f in $(seq 0 199); do echo "file $d/$f" > "$HP/src/d$d/f$f"; done; done
 P=(--config "$HP/etc/config.toml" --host-key "$HP/etc/host.key" --run-dir "$HP/run" --state "$HP/state.json")
 
 img=$(new_image hp-desk 64)
@@ -18,12 +22,18 @@ loop=$(losetup -P -f --show "$img"); udevadm settle
 "$OFFDISK" register "${loop}p1" --source "$HP/src" --passphrase-file "$PW" --mount-point "$HP/mnt" "${P[@]}" >/dev/null 2>&1 \
   && ok hotplug-desktop-register || notok hotplug-desktop-register "register failed"
 uuid=$(cryptsetup luksUUID "${loop}p1")
+# A first generation, so the dock's run has an estimate (and so an ETA); then every file changes.
+mkdir -p "$HP/pre"
+"$OFFDISK" open "${loop}p1" -d "$PW" -m "$HP/pre" >/dev/null 2>&1 \
+  && "$OFFDISK" backup --config "$HP/etc/config.toml" --disk DESKDISK --target "$HP/pre" --no-progress >/dev/null 2>&1 \
+  && "$OFFDISK" close "$HP/pre" >/dev/null 2>&1 && ok hotplug-desktop-first-generation || notok hotplug-desktop-first-generation "open/backup/close failed"
+find "$HP/src" -type f -exec sh -c 'for f; do echo changed >> "$f"; done' _ {} +
 
 export DISPLAY=:42 HOME="$HP"
 Xvfb :42 -screen 0 1024x600x24 >/dev/null 2>&1 & xpid=$!
 sleep 2
 eval "$(dbus-launch --sh-syntax)"
-dbus-monitor --session "interface='org.freedesktop.Notifications'" > "$HP/bus.log" 2>&1 & mpid=$!
+dbus-monitor --session "interface='org.freedesktop.Notifications'" "type='method_return'" > "$HP/bus.log" 2>&1 & mpid=$!
 dunst >/dev/null 2>&1 & dpid=$!
 sleep 2
 
@@ -44,7 +54,7 @@ try: print(s.recv(100))
 except Exception: pass
 PY
 
-"$OFFDISK" dock "$(basename "$loop")p1" "${P[@]}" --timeout 600 --agents-dir "$HP/users" --ask-dir "$HP/ask" > "$HP/dock.out" 2>&1 & kpid=$!
+"$OFFDISK" dock "$(basename "$loop")p1" "${P[@]}" --timeout 600 --agents-dir "$HP/users" --ask-dir "$HP/ask" --notify-every 0 > "$HP/dock.out" 2>&1 & kpid=$!
 for i in $(seq 150); do grep -q "Unlock backup disk DESKDISK" "$HP/bus.log" && break; sleep 0.2; done
 grep -q "Unlock backup disk DESKDISK" "$HP/bus.log" && ok hotplug-desktop-unlock-notification || notok hotplug-desktop-unlock-notification "$(tail -5 "$HP/agent.err")"
 # The daemon has it on screen (it draws a moment later under emulation): wait for that state,
@@ -78,6 +88,8 @@ for s in "Backup disk DESKDISK docked" "Backup of DESKDISK done" "DESKDISK is sa
   n=hotplug-desktop-notifies-$(echo "$s" | tr ' A-Z' '-a-z')
   grep -q "$s" "$HP/bus.log" && ok "$n" || notok "$n" "not sent"
 done
+"$VMDIR/hotplug/progress-notifications.py" "$HP/bus.log" "Backing up DESKDISK" > "$HP/progress.txt" 2>&1 \
+  && ok hotplug-desktop-progress-updated-in-place || notok hotplug-desktop-progress-updated-in-place "$(tail -5 "$HP/progress.txt")"
 grep -q "EVIL" "$HP/bus.log" "$HP/pinentry.log" && notok hotplug-agent-refuses-strangers "a stranger's request was shown" || ok hotplug-agent-refuses-strangers
 grep -q "refused a connection" "$HP/agent.err" && ok hotplug-agent-logs-refusal || notok hotplug-agent-logs-refusal "$(cat "$HP/agent.err")"
 grep -q "correct horse" "$HP/bus.log" "$HP/agent.err" "$HP/dock.out" && notok hotplug-desktop-no-passphrase-leak "passphrase in logs" || ok hotplug-desktop-no-passphrase-leak
