@@ -24,7 +24,8 @@ run_unit() { local cmd=${exec_start//%i/$1}; cmd=${cmd/\/usr\/bin\/offdisk/$OFFD
 # the events udev sends on to systemd; sets $loop.
 attach() {
   udevadm monitor --udev --property --subsystem-match=block > "$HP/monitor.log" 2>/dev/null & local mpid=$!
-  sleep 1
+  # Listening once it printed its banner (a fixed sleep loses the event on a loaded host).
+  for i in $(seq 100); do grep -q '^UDEV' "$HP/monitor.log" 2>/dev/null && break; sleep 0.1; done
   loop=$(losetup -P -f --show "$1"); udevadm settle; sleep 0.5
   kill $mpid; wait $mpid 2>/dev/null
 }
