@@ -7,7 +7,8 @@
 //!   file is an empty config. [`Config::disk`]`(key)` finds a disk by LUKS UUID or label.
 //! - [`DiskConfig`]: `luks_uuid`, `label`, `mount_point` (default `/run/offdisk/<uuid>`, see
 //!   [`DiskConfig::mount_point`]), `sources`, `excludes`, `exclude_file`, `retention`,
-//!   `unlock` (`"passphrase"` | `"key-file"`), `key_file`, and `identity` (kept as raw TOML for
+//!   `unlock` (`"passphrase"` | `"key-file"`), `key_file`, `user` (whose desktop agent hears
+//!   about docks, besides the active session's user), and `identity` (kept as raw TOML for
 //!   the hot-plug work to define). Unknown keys are kept in `extra` and reported by
 //!   [`Config::warnings`] rather than rejected, so newer files still load.
 //! - [`Ledger`]: one JSON file per disk on the host (`<ledger_dir>/<uuid>.json`, default dir
@@ -111,6 +112,10 @@ pub struct DiskConfig {
     pub unlock: Unlock,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// The user (name or UID) whose desktop agent hears about docks of this disk besides
+    /// the active session's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Reserved for the hot-plug work (how the disk is recognised); kept as raw TOML.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<toml::Value>,
@@ -198,6 +203,12 @@ impl Config {
             for s in &d.sources {
                 if !s.is_absolute() {
                     return Err(format!("disk {}: source {} must be an absolute path", d.name(), s.display()));
+                }
+            }
+            if let Some(u) = &d.user {
+                let name_like = u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if u.is_empty() || u.len() > 256 || !name_like || u.starts_with('-') {
+                    return Err(format!("disk {}: user {u:?} is not a user name or UID", d.name()));
                 }
             }
             match (d.unlock, &d.key_file) {

@@ -19,7 +19,7 @@ fn spec(attempt: u32) -> AskSpec {
 #[test]
 fn systemd_agent_answer_reaches_dock_and_request_is_withdrawn() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ui = AgentUi { ask_dir: dir.path().to_path_buf(), links: AgentLinks::default(), timeout: Duration::from_secs(20), verbose: false };
+    let mut ui = AgentUi::new(dir.path().to_path_buf(), AgentLinks::default(), Duration::from_secs(20));
     let d = dir.path().to_path_buf();
     let agent = std::thread::spawn(move || loop {
         if let Some(a) = scan(&d).pop() {
@@ -42,7 +42,7 @@ fn desktop_agent_answer_reaches_dock_and_others_are_told_done() {
     let mut links = AgentLinks::default();
     // The pair's peer is this process, same uid: what connect_one would have accepted.
     links.push(AgentLinks::connect_one_stream(dock_end, nix::unistd::geteuid().as_raw()));
-    let mut ui = AgentUi { ask_dir: dir.path().to_path_buf(), links, timeout: Duration::from_secs(20), verbose: false };
+    let mut ui = AgentUi::new(dir.path().to_path_buf(), links, Duration::from_secs(20));
     let agent = std::thread::spawn(move || {
         let mut c = DockConn::from_stream(agent_end);
         let ev = c.next_event().unwrap().unwrap();
@@ -62,7 +62,7 @@ fn desktop_agent_answer_reaches_dock_and_others_are_told_done() {
 #[test]
 fn unanswered_request_times_out_as_no_passphrase() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ui = AgentUi { ask_dir: dir.path().to_path_buf(), links: AgentLinks::default(), timeout: Duration::from_millis(300), verbose: false };
+    let mut ui = AgentUi::new(dir.path().to_path_buf(), AgentLinks::default(), Duration::from_millis(300));
     assert!(ui.ask(&spec(1)).unwrap().is_none());
     assert!(scan(dir.path()).is_empty());
 }

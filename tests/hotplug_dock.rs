@@ -120,9 +120,14 @@ struct ScriptedUi {
     asks: Vec<AskSpec>,
     events: Vec<Event>,
     logs: Vec<String>,
+    /// Disks named to the UI, with how many events it had seen by then.
+    known: Vec<(String, usize)>,
 }
 
 impl Ui for ScriptedUi {
+    fn disk_known(&mut self, reg: &Registration) {
+        self.known.push((reg.name().to_string(), self.events.len()));
+    }
     fn event(&mut self, ev: Event) {
         self.events.push(ev);
     }
@@ -196,6 +201,7 @@ fn registered_disk_is_backed_up_verified_and_closed() {
     assert_eq!(ui.asks.len(), 1);
     assert_eq!(ui.asks[0].device, "Ext Disk (serial S123)");
     assert!(ui.asks[0].id.ends_with(UUID));
+    assert_eq!(ui.known, [("offsite-A".to_string(), 0)], "the UI learns the disk (and so who may hear) before any event");
     assert!(matches!(ui.events.first(), Some(Event::Started { .. })));
     assert!(ui.events.iter().any(|e| matches!(e, Event::Progress { detail: Some(_), .. })));
     let n = ui.events.len();

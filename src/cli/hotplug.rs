@@ -67,6 +67,10 @@ pub struct RegistrationArgs {
     /// Mount the disk here while it is open [default: /run/offdisk/<LUKS UUID>].
     #[arg(long, value_name = "DIR")]
     pub mount_point: Option<PathBuf>,
+    /// This user's desktop agent is told about docks of the disk (and may answer its
+    /// passphrase question) even when another user has the active session (user = NAME).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     #[command(flatten)]
     pub paths: PathArgs,
 }
@@ -78,6 +82,11 @@ impl RegistrationArgs {
         let absolute = |p: &PathBuf| std::fs::canonicalize(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())));
         let sources = self.sources.iter().map(absolute).collect::<Result<Vec<_>, _>>()?;
         let key_file = self.unlock_key_file.as_ref().map(absolute).transpose()?;
+        if let Some(u) = &self.user {
+            if crate::hotplug::audience::resolve_user(u).is_none() {
+                return Err(Failure::usage(format!("--user {u}: no such user")).with_hint("give a user name or UID from /etc/passwd"));
+            }
+        }
         Ok(RegisterSpec {
             label,
             sources,
@@ -85,6 +94,7 @@ impl RegistrationArgs {
             key_file,
             mount_point: self.mount_point.clone(),
             retention: retention_of(&self.retention),
+            user: self.user.clone(),
             replace,
         })
     }
@@ -198,15 +208,15 @@ fn retention_of(r: &super::backup::RetentionArgs) -> crate::backup::retention::R
 pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
     let name = device::kernel_name_from_arg(&a.device)?;
     let dev = device::resolve(&name)?;
-    let mut ui = AgentUi {
-        ask_dir: a.ask_dir,
-        links: AgentLinks::connect_all(&a.agents_dir),
-        timeout: Duration::from_secs(a.timeout),
-        verbose,
-    };
-    ui.links.connect_console(&a.paths.run_dir.join(CONSOLE_SUBDIR));
-    if verbose {
-        eprintln!("offdisk dock: {} desktop agent(s) connected", ui.links.len());
+    // Desktop agents join once the disk is known, as the audience admits them.
+    let mut links = AgentLinks::default();
+    links.connect_console(&a.paths.run_dir.join(CONSOLE_SUBDIR));
+    let mut ui = AgentUi::system(verbose);
+    ui.ask_dir = a.ask_dir;
+    ui.links = links;
+    ui.timeout = Duration::from_secs(a.timeout);
+    if let Some(aud) = &mut ui.audience {
+        aud.agents_dir = a.agents_dir;
     }
     let mut opts = a.paths.dock_options();
     opts.pacer.notify_every = a.notify_every;

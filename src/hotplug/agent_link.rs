@@ -7,7 +7,9 @@
 //! - the agent talks only to a peer running as root whose `/proc/PID/exe` is the offdisk
 //!   executable, so no other program can make it show prompts or collect a passphrase;
 //! - dock talks only to a socket under `/run/user/UID/` that is owned by UID and whose
-//!   listening peer runs as UID, so no other user can pose as someone's agent.
+//!   listening peer runs as UID, so no other user can pose as someone's agent; and only
+//!   to the agents of the users [`super::audience`] admits (the active local session's
+//!   user, the disk's registered user, root), so other users hear nothing.
 //!
 //! Dock sends one JSON [`Event`] per line. The only thing an agent ever sends back is the
 //! answer to an `ask`: `+` and the passphrase (with `%`, CR and LF percent-escaped, as
@@ -137,6 +139,17 @@ fn read_line(stream: &mut UnixStream) -> std::io::Result<Option<SecretBytes>> {
 pub struct Link {
     stream: UnixStream,
     pub uid: u32,
+    /// The socket it was reached at (`None`: a stream checked some other way).
+    pub path: Option<PathBuf>,
+}
+
+impl Link {
+    /// Sends one event; `false` when the agent went away.
+    pub fn send(&mut self, ev: &Event) -> bool {
+        let mut line = serde_json::to_string(ev).unwrap_or_default();
+        line.push('\n');
+        self.stream.write_all(line.as_bytes()).is_ok()
+    }
 }
 
 /// Dock's connections to every desktop agent it found.
@@ -146,19 +159,6 @@ pub struct AgentLinks {
 }
 
 impl AgentLinks {
-    /// Connects to `/run/user/*/offdisk/agent.sock` (`run_user` is `/run/user`).
-    pub fn connect_all(run_user: &Path) -> AgentLinks {
-        let mut links = Vec::new();
-        let Ok(rd) = std::fs::read_dir(run_user) else { return AgentLinks { links } };
-        for e in rd.flatten() {
-            let Some(uid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            if let Ok(l) = Self::connect_one(&e.path().join(SOCKET_SUBPATH), uid) {
-                links.push(l);
-            }
-        }
-        AgentLinks { links }
-    }
-
     /// Connects to the console agents' sockets (`offdisk agent --console`, run by root):
     /// `<dir>/*.sock`, each owned by root with a root peer.
     pub fn connect_console(&mut self, dir: &Path) {
@@ -184,16 +184,31 @@ impl AgentLinks {
             return Err(std::io::Error::other("agent runs as another user"));
         }
         stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-        Ok(Link { stream, uid })
+        Ok(Link { stream, uid, path: Some(path.to_path_buf()) })
     }
 
     /// Wraps a stream whose peer was checked some other way (socketpair, tests).
     pub fn connect_one_stream(stream: UnixStream, uid: u32) -> Link {
-        Link { stream, uid }
+        Link { stream, uid, path: None }
+    }
+
+    /// Whether an agent reached at `path` is connected.
+    pub fn has(&self, path: &Path) -> bool {
+        self.links.iter().any(|l| l.path.as_deref() == Some(path))
+    }
+
+    /// Drops the agents of users not in `uids` (their connection is closed: they hear nothing more).
+    pub fn retain_uids(&mut self, uids: &std::collections::BTreeSet<u32>) {
+        self.links.retain(|l| uids.contains(&l.uid));
     }
 
     pub fn push(&mut self, link: Link) {
         self.links.push(link);
+    }
+
+    /// The users of the connected agents.
+    pub fn uids(&self) -> Vec<u32> {
+        self.links.iter().map(|l| l.uid).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -206,9 +221,7 @@ impl AgentLinks {
 
     /// Sends an event to every agent; agents that went away are dropped.
     pub fn send(&mut self, ev: &Event) {
-        let mut line = serde_json::to_string(ev).unwrap_or_default();
-        line.push('\n');
-        self.links.retain_mut(|l| l.stream.write_all(line.as_bytes()).is_ok());
+        self.links.retain_mut(|l| l.send(ev));
     }
 
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {

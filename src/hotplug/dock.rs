@@ -12,6 +12,7 @@
 //! so the sequence (and its cleanup on every failure path) is tested without root.
 
 use super::agent_link::{AgentLinks, Event};
+use super::audience::{self, Audience};
 use super::ask_password::{self, Pending, Reply, Request};
 use super::device::DeviceInfo;
 use super::identity::{self, HostKey};
@@ -60,6 +61,9 @@ pub struct AskSpec {
 
 /// Telling and asking people.
 pub trait Ui {
+    /// The docked disk is a registered one (before any event about it): the UI decides
+    /// who hears about it.
+    fn disk_known(&mut self, _reg: &Registration) {}
     fn event(&mut self, ev: Event);
     /// A line for the journal only (progress at coarse steps, warnings, phases).
     fn log(&mut self, _line: &str) {}
@@ -121,6 +125,7 @@ pub fn dock(dev: &DeviceInfo, opts: &DockOptions, backend: &mut dyn Backend, ui:
     let Some(_lock) = lock::try_lock(&opts.run_dir, &reg.luks_uuid)? else {
         return Ok(Outcome::AlreadyRunning { disk });
     };
+    ui.disk_known(reg);
     ui.event(Event::Started { disk: disk.clone(), device: dev.describe() });
     let mut run = Run { dev, opts, reg, backend, ui, opened: false, mounted: None };
     let result = run.steps();
@@ -249,23 +254,50 @@ pub fn read_key_file(path: &Path) -> std::io::Result<Passphrase> {
     Ok(Passphrase::new(key))
 }
 
-/// The real UI of a dock: events go to the journal (stderr) and to every desktop agent;
-/// passphrases are asked through systemd's ask-password directory and the agents at once,
-/// and the first answer wins.
+/// The real UI of a dock: events go to the journal (stderr) and to the desktop agents
+/// [`Audience`] admits; passphrases are asked through systemd's ask-password directory and
+/// those agents at once, and the first answer wins.
 pub struct AgentUi {
     pub ask_dir: PathBuf,
     pub links: AgentLinks,
     pub timeout: Duration,
     pub verbose: bool,
+    /// `Some`: desktop agents are connected as the audience admits them, checked again
+    /// before every event and while a question waits. `None`: `links` as given.
+    pub audience: Option<Audience>,
+    /// What an agent joining mid-dock is told first: Started, and the open question.
+    replay: Vec<Event>,
 }
 
 impl AgentUi {
+    /// Talks to `links` only (tests, and console agents before the disk is known).
+    pub fn new(ask_dir: PathBuf, links: AgentLinks, timeout: Duration) -> AgentUi {
+        AgentUi { ask_dir, links, timeout, verbose: false, audience: None, replay: Vec::new() }
+    }
+
     pub fn system(verbose: bool) -> AgentUi {
         AgentUi {
-            ask_dir: PathBuf::from(ask_password::SYSTEM_DIR),
-            links: AgentLinks::connect_all(Path::new("/run/user")),
-            timeout: Duration::from_secs(300),
+            audience: Some(Audience::system()),
             verbose,
+            ..AgentUi::new(PathBuf::from(ask_password::SYSTEM_DIR), AgentLinks::default(), Duration::from_secs(300))
+        }
+    }
+
+    /// Closes the links of users no longer admitted and connects the agents of users newly
+    /// admitted (telling them what they missed).
+    fn sync(&mut self) {
+        let Some(a) = &self.audience else { return };
+        let admitted = a.admitted();
+        self.links.retain_uids(&admitted);
+        for uid in admitted {
+            let path = a.socket_of(uid);
+            if self.links.has(&path) {
+                continue;
+            }
+            let Ok(mut link) = AgentLinks::connect_one(&path, uid) else { continue };
+            if self.replay.iter().all(|ev| link.send(ev)) {
+                self.links.push(link);
+            }
         }
     }
 }
@@ -284,10 +316,30 @@ pub fn describe_event(ev: &Event) -> String {
 }
 
 impl Ui for AgentUi {
+    fn disk_known(&mut self, reg: &Registration) {
+        let Some(a) = &mut self.audience else { return };
+        a.registered = reg.user.as_deref().and_then(|u| {
+            let uid = audience::resolve_user(u);
+            if uid.is_none() {
+                eprintln!("offdisk dock: {}: registered user {u:?} does not exist here; only the active session's user is told", reg.name());
+            }
+            uid
+        });
+        self.sync();
+        if self.verbose {
+            let uids: Vec<String> = self.links.uids().iter().map(u32::to_string).collect();
+            eprintln!("offdisk dock: {} agent(s) connected (users {})", self.links.len(), uids.join(", "));
+        }
+    }
+
     fn event(&mut self, ev: Event) {
         if self.verbose || !matches!(ev, Event::Progress { .. }) {
             eprintln!("offdisk dock: {}", describe_event(&ev));
         }
+        if matches!(ev, Event::Started { .. }) {
+            self.replay = vec![ev.clone()];
+        }
+        self.sync();
         self.links.send(&ev);
     }
 
@@ -303,15 +355,19 @@ impl Ui for AgentUi {
         }
         let pending = Pending::post(&self.ask_dir, &Request { id: spec.id.clone(), message, icon: Some("drive-harddisk".into()), timeout: self.timeout })?;
         eprintln!("offdisk dock: {}", describe_event(&Event::Ask { id: spec.id.clone(), disk: spec.disk.clone(), device: String::new(), attempt: spec.attempt, max: spec.max, error: None }));
-        self.links.send(&Event::Ask {
+        let ask = Event::Ask {
             id: spec.id.clone(),
             disk: spec.disk.clone(),
             device: spec.device.clone(),
             attempt: spec.attempt,
             max: spec.max,
             error: spec.error.clone(),
-        });
+        };
+        self.sync();
+        self.links.send(&ask);
+        self.replay.push(ask);
         let answer = loop {
+            self.sync();
             if let Some(r) = pending.try_recv()? {
                 break Some(r);
             }
@@ -344,6 +400,7 @@ impl Ui for AgentUi {
             }
         };
         drop(pending);
+        self.replay.retain(|ev| !matches!(ev, Event::Ask { .. }));
         self.links.send(&Event::AskDone { id: spec.id.clone() });
         Ok(match answer {
             Some(Reply::Passphrase(p)) if !p.is_empty() => Some(p),

@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod agent_link;
+pub mod audience;
 pub mod ask_password;
 pub mod device;
 pub mod dock;

@@ -21,6 +21,8 @@ pub struct RegisterSpec {
     pub mount_point: Option<PathBuf>,
     /// Retention for this disk (unset: the config's defaults apply).
     pub retention: crate::backup::retention::Retention,
+    /// The user whose desktop agent is told about docks besides the active session's user.
+    pub user: Option<String>,
     pub replace: bool,
 }
 
@@ -36,6 +38,7 @@ impl RegisterSpec {
             identity: Some(disk_id.to_string()),
             mount_point: self.mount_point.clone(),
             retention: self.retention,
+            user: self.user.clone(),
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct Registration {
     pub mount_point: Option<PathBuf>,
     /// The disk's own retention (unset: the config's defaults).
     pub retention: crate::backup::retention::Retention,
+    /// The user (name or UID) whose desktop agent hears about this disk's docks even when
+    /// they are not the active session's user (see [`super::audience`]).
+    pub user: Option<String>,
 }
 
 impl Registration {
@@ -73,6 +76,9 @@ impl Registration {
         }
         if let Some(m) = &self.mount_point {
             t.insert("mount_point".into(), m.to_string_lossy().into_owned().into());
+        }
+        if let Some(u) = &self.user {
+            t.insert("user".into(), u.clone().into());
         }
         if !self.retention.is_unset() {
             if let Ok(v) = toml::Value::try_from(self.retention) {
@@ -118,6 +124,7 @@ pub fn load(path: &Path) -> Result<Vec<Registration>, HotplugError> {
             identity: d.identity.as_ref().and_then(|v| v.as_str()).map(str::to_string),
             mount_point: Some(d.mount_point()),
             retention: d.retention,
+            user: d.user.clone(),
         })
         .collect())
 }
@@ -150,6 +157,9 @@ pub fn add(path: &Path, reg: &Registration, replace: bool) -> Result<(), Hotplug
             }
             if reg.mount_point.is_none() {
                 existing.remove("mount_point");
+            }
+            if reg.user.is_none() {
+                existing.remove("user");
             }
         }
         _ => disks.push(toml::Value::Table(reg.to_table())),
@@ -192,6 +202,7 @@ mod tests {
             identity: Some("d1".into()),
             mount_point: None,
             retention: Default::default(),
+            user: Some("alice".into()),
         }
     }
 
