@@ -238,6 +238,9 @@ pub fn run_open(a: OpenArgs, verbose: bool) -> CliResult {
     }
     let luks: LuksDevice = lifecycle::find_luks(&a.target, a.read_only)?;
     let req = OpenRequest { name: a.name.clone(), mount: a.mount.clone(), read_only: a.read_only };
+    for c in lifecycle::clean_stale(Some(&luks)) {
+        eprintln!("{c}");
+    }
 
     if let Some(m) = lifecycle::mapping_of(&luks)? {
         // Already open: say so, and mount if asked.
@@ -274,10 +277,22 @@ pub fn run_close(a: CloseArgs, _verbose: bool) -> CliResult {
     lifecycle::require_root("offdisk close")?;
     let m = lifecycle::find_open(&a.target)?;
     let closed = lifecycle::close(&m)?;
+    if let Some(line) = &closed.vanished {
+        // The disk was pulled out while open: what was left of it is gone now.
+        eprintln!("{line}");
+        for c in lifecycle::clean_stale(None) {
+            eprintln!("{c}");
+        }
+        println!("{} is closed; its disk had already been unplugged.", m.info.name);
+        return Ok(exit::OK);
+    }
     for d in &closed.unmounted {
         eprintln!("Unmounted {}", d.display());
     }
     eprintln!("Closed {}", m.info.name);
+    for c in lifecycle::clean_stale(None) {
+        eprintln!("{c}");
+    }
     if a.power_off {
         for d in &m.disks {
             lifecycle::power_off(d)?;
@@ -385,6 +400,11 @@ pub fn run_status(a: StatusArgs, _verbose: bool) -> CliResult {
         Err(crate::config::ConfigError::NotFound(_)) => crate::config::Config::default(),
         r => r?,
     };
+    // Leftovers of disks pulled out while open would show as open: clean them first (root
+    // only; without root device-mapper cannot be asked and nothing happens).
+    for c in lifecycle::clean_stale(None) {
+        eprintln!("{c}");
+    }
     let reports: Vec<_> = lifecycle::report().into_iter().filter(|r| !r.volumes.is_empty()).collect();
     let known = known_disks(&config, &reports);
     if a.json {

@@ -4,7 +4,7 @@
 //! The command line (`cli::disk`) reads passphrases and prints; everything that touches the
 //! system is here, each step undone if a later one fails.
 
-use super::{busy, gpt, loopdev, mkfs, mount, probe, sysfs};
+use super::{busy, gpt, loopdev, mkfs, mount, probe, stale, sysfs};
 use crate::dm::{self, DmError};
 use crate::error::{exit, Diagnose};
 use crate::luks::{self, LuksError, Version};
@@ -51,6 +51,8 @@ pub enum DiskError {
     PowerOff(String, String),
     #[error("{source}; {}", if *.restored { "what init had written was rolled back, the disk is as it was" } else { "rolling back failed: the disk may hold a partial partition table" })]
     InitFailed { source: Box<DiskError>, restored: bool },
+    #[error("{0}")]
+    StaleKept(String),
     #[error(transparent)]
     Dm(#[from] DmError),
     #[error(transparent)]
@@ -75,7 +77,7 @@ impl Diagnose for DiskError {
             DiskError::Dm(e) => e.exit_code(),
             DiskError::Luks(e) => e.exit_code(),
             DiskError::InitFailed { source, .. } => source.exit_code(),
-            DiskError::Mounted { .. } | DiskError::InUse { .. } | DiskError::Busy { .. } => exit::BUSY,
+            DiskError::Mounted { .. } | DiskError::InUse { .. } | DiskError::Busy { .. } | DiskError::StaleKept(_) => exit::BUSY,
             // Not a LUKS device is a wrong argument, as for `luks dump` and cryptsetup (exit 1).
             DiskError::NoLuks(_) => exit::USAGE,
             DiskError::Io { .. } | DiskError::NotFound(_) | DiskError::NotOpen(_) => exit::DEVICE,
@@ -262,6 +264,12 @@ pub fn mapping_of(luks: &LuksDevice) -> Result<Option<dm::MappingInfo>, DiskErro
         }
     }
     Ok(None)
+}
+
+/// Removes stale offdisk mappings (their disk vanished while open), before opening `luks` or
+/// on their own; returns one outcome each, for the caller to print (see [`stale`]).
+pub fn clean_stale(luks: Option<&LuksDevice>) -> Vec<stale::Cleaned> {
+    stale::clean(luks.map(|l| stale::Wanted { luks_uuid: &l.uuid, dev: l.dev }))
 }
 
 /// What `init` will destroy, and whether it may.
@@ -627,6 +635,12 @@ pub fn find_open(spec: &str) -> Result<OpenMapping, DiskError> {
         }
     }
     if info.is_none() {
+        // A LUKS UUID whose disk may be gone: offdisk's own name for its mapping.
+        if let Ok(u) = uuid::Uuid::parse_str(spec.strip_prefix("UUID=").unwrap_or(spec)) {
+            info = by_name(&default_mapping_name(&u.hyphenated().to_string()))?;
+        }
+    }
+    if info.is_none() {
         // A device, image, label or UUID: the mapping built on that LUKS volume.
         let luks = match Path::new(spec).is_file() {
             true => match loopdev::find_attached(Path::new(spec)) {
@@ -641,7 +655,13 @@ pub fn find_open(spec: &str) -> Result<OpenMapping, DiskError> {
     }
     let info = info.ok_or_else(|| DiskError::NotOpen(spec.into()))?;
     let mut disks = Vec::new();
+    let kernel_name = format!("dm-{}", info.dev.1);
     for dev in ctl.deps(&info.name)? {
+        // Only a device that really holds the mapping: after a pull-out its number may belong
+        // to another disk now, which must not be flushed or powered off in its place.
+        if !Path::new(&format!("/sys/dev/block/{}:{}/holders/{kernel_name}", dev.0, dev.1)).exists() {
+            continue;
+        }
         if let Some(d) = sysfs::name_of_dev(dev).and_then(|n| sysfs::device(&n)) {
             let whole = d.parent.unwrap_or(d.name);
             if !disks.contains(&whole) {
@@ -657,11 +677,31 @@ pub fn find_open(spec: &str) -> Result<OpenMapping, DiskError> {
 pub struct Closed {
     pub unmounted: Vec<PathBuf>,
     pub powered_off: Vec<String>,
+    /// The disk had vanished under the mapping: what was cleaned up, as one line.
+    pub vanished: Option<String>,
 }
 
 /// Syncs, unmounts, removes the mapping and flushes the disk. Refuses, naming the processes,
-/// when files are still in use; nothing is changed then.
+/// when files are still in use; nothing is changed then. When the disk has vanished under the
+/// mapping, its mounts are detached (nothing can be written to it any more) and the mapping
+/// removed, unless someone still uses it.
 pub fn close(m: &OpenMapping) -> Result<Closed, DiskError> {
+    if let Some(f) = stale::facts_of(&m.info.name).filter(|f| stale::staleness(f).is_some()) {
+        let users = f.users.clone();
+        // A stale mapping of another tool's naming is closed the same way: the user asked.
+        let why = stale::staleness(&f).expect("stale");
+        let verdict = match users.is_empty() {
+            true => stale::Verdict::Remove { name: f.name.clone(), why, unmount: f.mounts.clone() },
+            false => stale::Verdict::InUse { name: f.name.clone(), why, users },
+        };
+        let outcome = stale::apply(vec![verdict]).pop().expect("one outcome");
+        return match &outcome {
+            stale::Cleaned::Removed { unmounted, .. } => {
+                Ok(Closed { unmounted: unmounted.clone(), powered_off: Vec::new(), vanished: Some(outcome.to_string()) })
+            }
+            _ => Err(DiskError::StaleKept(outcome.to_string())),
+        };
+    }
     let dev = m.info.dev;
     let mounts = mount::mount_points_of(dev).map_err(io_at(Path::new("/proc/self/mountinfo")))?;
     let mut holders = if mounts.is_empty() { Vec::new() } else { busy::holders_of(dev) };
@@ -695,7 +735,7 @@ pub fn close(m: &OpenMapping) -> Result<Closed, DiskError> {
 }
 
 /// Removes an (empty) mount directory we would have made ourselves.
-fn remove_default_mount_dir(dir: &Path) {
+pub(crate) fn remove_default_mount_dir(dir: &Path) {
     if dir.starts_with("/media") || dir.starts_with("/run/media") {
         let _ = std::fs::remove_dir(dir);
     }

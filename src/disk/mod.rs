@@ -8,6 +8,7 @@ pub mod loopdev;
 pub mod mkfs;
 pub mod mount;
 pub mod probe;
+pub mod stale;
 pub mod sysfs;
 
 /// Directories made at the top of a new backup filesystem: the backup engine's

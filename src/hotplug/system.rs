@@ -75,6 +75,11 @@ impl Backend for SystemBackend {
         let (Some(luks), Some(v), Some(u)) = (&self.luks, &self.volume, &self.unlocked) else {
             return Err(step("open", "not unlocked", exit::USAGE));
         };
+        // A mapping left behind when this (or another) disk was pulled out mid-backup would
+        // take the name: remove it first, saying so in the journal.
+        for c in lifecycle::clean_stale(Some(luks)) {
+            eprintln!("offdisk dock: {c}");
+        }
         let name = lifecycle::default_mapping_name(&luks.uuid);
         let req = OpenRequest { name: Some(name.clone()), mount: Some(Some(at.to_path_buf())), read_only: false };
         match lifecycle::activate_and_mount(luks, v, &u.key, &req) {
