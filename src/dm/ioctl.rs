@@ -38,6 +38,8 @@ pub const DM_SUSPEND_FLAG: u32 = 1 << 1;
 pub const DM_STATUS_TABLE_FLAG: u32 = 1 << 4;
 pub const DM_ACTIVE_PRESENT_FLAG: u32 = 1 << 5;
 pub const DM_BUFFER_FULL_FLAG: u32 = 1 << 8;
+/// Out: the ioctl generated a uevent (udev will process it and complete the cookie).
+pub const DM_UEVENT_GENERATED_FLAG: u32 = 1 << 13;
 pub const DM_UUID_FLAG: u32 = 1 << 14;
 /// Ask the kernel to wipe the ioctl buffers it used (they carry key material on table load).
 pub const DM_SECURE_DATA_FLAG: u32 = 1 << 15;
@@ -99,6 +101,11 @@ impl DmBuffer {
     }
     pub fn set_flags(&mut self, flags: u32) {
         self.put_u32(OFF_FLAGS, flags);
+    }
+    /// For resume, remove and rename: the udev cookie (low 16 bits) and the udev rule flags
+    /// (high 16 bits), which the kernel hands on in the uevent as `DM_COOKIE`.
+    pub fn set_event_nr(&mut self, v: u32) {
+        self.put_u32(OFF_EVENT_NR, v);
     }
     pub fn set_target_count(&mut self, n: u32) {
         self.put_u32(OFF_TARGET_COUNT, n);
@@ -267,6 +274,61 @@ pub fn dev_major_minor(dev: u64) -> (u32, u32) {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     (major as u32, minor as u32)
+}
+
+// ---------------------------------------------------------------------------------------------
+// System V semaphores: device-mapper's udev synchronisation (a udev rule runs
+// `dmsetup udevcomplete COOKIE`, which decrements the semaphore the cookie names).
+
+/// Creates a new one-semaphore set under `key` (fails with EEXIST if the key is taken),
+/// readable and writable by root only, with the value `initial`.
+pub fn sem_create(key: i32, initial: i32) -> io::Result<i32> {
+    // SAFETY: semget takes integers only.
+    let id = unsafe { libc::semget(key as libc::key_t, 1, 0o600 | libc::IPC_CREAT | libc::IPC_EXCL) };
+    if id < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SETVAL takes its value as the variadic int argument (the `val` member of union
+    // semun, passed by value); no memory is shared.
+    let rc = unsafe { libc::semctl(id, 0, libc::SETVAL, initial as libc::c_int) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        let _ = sem_remove(id);
+        return Err(e);
+    }
+    Ok(id)
+}
+
+/// Adds `delta` to the semaphore (never blocks: a decrement below zero fails with EAGAIN).
+pub fn sem_add(id: i32, delta: i16) -> io::Result<()> {
+    let mut op = libc::sembuf { sem_num: 0, sem_op: delta, sem_flg: libc::IPC_NOWAIT as libc::c_short };
+    // SAFETY: semop reads one sembuf from a live local.
+    let rc = unsafe { libc::semop(id, &mut op, 1) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// The semaphore's value.
+pub fn sem_value(id: i32) -> io::Result<i32> {
+    // SAFETY: GETVAL takes no further argument and returns the value.
+    let rc = unsafe { libc::semctl(id, 0, libc::GETVAL) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+/// Waits until the semaphore is zero, at most `timeout` (EAGAIN when it ran out; EIDRM when
+/// someone removed the set).
+pub fn sem_wait_zero(id: i32, timeout: std::time::Duration) -> io::Result<()> {
+    let mut op = libc::sembuf { sem_num: 0, sem_op: 0, sem_flg: 0 };
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    // SAFETY: semtimedop reads one sembuf and one timespec, both live locals.
+    let rc = unsafe { libc::syscall(libc::SYS_semtimedop, id as libc::c_long, &mut op as *mut libc::sembuf, 1 as libc::c_long, &ts as *const libc::timespec) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Removes the semaphore set.
+pub fn sem_remove(id: i32) -> io::Result<()> {
+    // SAFETY: IPC_RMID takes no further argument.
+    let rc = unsafe { libc::semctl(id, 0, libc::IPC_RMID) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,13 +5,17 @@
 //! - [`keyring`]: the volume key as a `logon` key in the kernel keyring.
 //! - [`ioctl`]: struct layouts and the raw calls.
 //!
+//! - [`udev`]: the udev cookie and flags on resume and remove, and the wait for udev.
+//!
 //! Activation follows cryptsetup's order: create the device (name + DM UUID), load the table
-//! (the key enters dm-crypt here), resume, then wait for udev to make `/dev/mapper/NAME`.
+//! (the key enters dm-crypt here), resume (marked for the dm udev rules, waiting for udev to
+//! finish its event), then check `/dev/mapper/NAME`.
 //! Any failure after the create removes the half-made device again.
 
 pub mod ioctl;
 pub mod keyring;
 pub mod table;
+pub mod udev;
 
 use crate::error::{exit, Diagnose};
 use crate::luks::{CryptSegment, Version};
@@ -233,9 +237,25 @@ impl Control {
         })
     }
 
+    /// Resumes (activates) `name` and waits until udev has processed the change event.
     fn resume(&self, name: &str) -> Result<(), DmError> {
         let mut b = Self::named(name, 0)?;
-        ioctl::dm_ioctl(&self.file, DmCmd::DevSuspend, &mut b).map_err(|e| ioctl_err("resume", name, e))
+        self.with_cookie(DmCmd::DevSuspend, &mut b).map_err(|e| ioctl_err("resume", name, e))
+    }
+
+    /// Runs a uevent-generating ioctl marked with a udev cookie (see [`udev`]) and waits for
+    /// udev to finish with its event. A wait that fails or runs out is not an error: the
+    /// device-mapper change is done, and callers wait for the node they need anyway.
+    fn with_cookie(&self, cmd: DmCmd, b: &mut DmBuffer) -> io::Result<()> {
+        let cookie = udev::Cookie::new(udev::MAPPING_FLAGS);
+        if let Some(c) = &cookie {
+            b.set_event_nr(c.event_nr());
+        }
+        ioctl::dm_ioctl(&self.file, cmd, b)?;
+        if let Some(c) = cookie {
+            let _ = c.wait(b.flags());
+        }
+        Ok(())
     }
 
     /// Removes the device `name`. Retries briefly while udev still holds it (as cryptsetup does).
@@ -243,7 +263,7 @@ impl Control {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let mut b = Self::named(name, 0)?;
-            match ioctl::dm_ioctl(&self.file, DmCmd::DevRemove, &mut b) {
+            match self.with_cookie(DmCmd::DevRemove, &mut b) {
                 Ok(()) => break,
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100));
