@@ -30,8 +30,13 @@ fn udev_rule_wants_the_unit_for_luks_adds_only_and_runs_nothing() {
 fn dock_unit_runs_dock_on_the_raw_instance_with_hardening() {
     let u = contrib("offdisk-dock@.service");
     assert!(u.lines().any(|l| l == "ExecStart=/usr/bin/offdisk dock %i"), "raw %i, not %I (which would turn dm-3 into dm/3)");
-    for needed in ["Type=oneshot", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=read-only", "PrivateNetwork=yes", "BindsTo=dev-%i.device"] {
+    for needed in ["Type=oneshot", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=read-only", "PrivateNetwork=yes", "BindsTo=dev-%i.device", "IPAddressDeny=any", "RestrictNamespaces=yes", "ProtectKernelModules=yes", "TimeoutStopSec=3min"] {
         assert!(u.lines().any(|l| l == needed), "unit lacks {needed}");
+    }
+    // udev completes dm cookies through semaphores in the host's IPC namespace; busy-disk
+    // reports need to see every process.
+    for never in ["PrivateIPC=yes", "ProtectProc=invisible", "PrivateDevices=yes"] {
+        assert!(!u.lines().any(|l| l == never), "unit must not set {never}");
     }
     let agent = contrib("offdisk-agent.service");
     assert!(agent.contains("ExecStart=/usr/bin/offdisk agent") && agent.contains("WantedBy=graphical-session.target"));

@@ -206,6 +206,15 @@ fn retention_of(r: &super::backup::RetentionArgs) -> crate::backup::retention::R
 }
 
 pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
+    // First, before any thread exists: SIGTERM/SIGINT/SIGHUP stop the dock at its next safe
+    // point instead of killing it with the disk mapped and mounted.
+    let stop = crate::job::Stop::new();
+    let on_signal = stop.clone();
+    let received = crate::hotplug::signals::catch(move |s| {
+        eprintln!("offdisk dock: {s} received: stopping at the next safe point, then unmounting and closing");
+        on_signal.request();
+    })
+    .map_err(|e| Failure::new(exit::USAGE, format!("setting up signal handling: {e}")))?;
     let name = device::kernel_name_from_arg(&a.device)?;
     let dev = device::resolve(&name)?;
     // Desktop agents join once the disk is known, as the audience admits them.
@@ -220,7 +229,17 @@ pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
     }
     let mut opts = a.paths.dock_options();
     opts.pacer.notify_every = a.notify_every;
-    match dock::dock(&dev, &opts, &mut SystemBackend::with_config(&a.paths.config), &mut ui)? {
+    opts.stop = stop.clone();
+    ui.stop = stop;
+    let outcome = dock::dock(&dev, &opts, &mut SystemBackend::with_config(&a.paths.config), &mut ui).map_err(|e| {
+        let f = Failure::from(e);
+        match received.signal() {
+            // Exit as the signal would have ended us (128 + its number), having cleaned up.
+            Some(s) => Failure { code: 128 + s as i32, ..f },
+            None => f,
+        }
+    })?;
+    match outcome {
         Outcome::Ignored { luks_uuid } => {
             eprintln!("offdisk dock: {name}: LUKS {luks_uuid} is not a registered backup disk; left alone");
         }

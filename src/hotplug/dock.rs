@@ -128,7 +128,12 @@ pub fn dock(dev: &DeviceInfo, opts: &DockOptions, backend: &mut dyn Backend, ui:
     ui.disk_known(reg);
     ui.event(Event::Started { disk: disk.clone(), device: dev.describe() });
     let mut run = Run { dev, opts, reg, backend, ui, opened: false, mounted: None };
-    let result = run.steps();
+    let result = match run.steps() {
+        // Asked to stop (SIGTERM: the disk was pulled, or the system is stopping): whatever
+        // failed after that failed because of it. Cleanup runs as for any other failure.
+        Err(e) if opts.stop.requested() => Err(HotplugError::Stopped(e.to_string())),
+        r => r,
+    };
     let clean = run.cleanup();
     let (ok, text) = match &result {
         Ok(summary) => (true, summary.clone()),
@@ -170,6 +175,9 @@ impl Run<'_> {
             why: "the registration has no identity (registered by an older offdisk?)".into(),
         })?;
         self.unlock(&disk)?;
+        if self.opts.stop.requested() {
+            return Err(HotplugError::NoPassphrase(disk));
+        }
         // The config's mount point, so `offdisk backup --disk` finds the disk there while docked.
         let at = self.reg.mount_point.clone().unwrap_or_else(|| self.opts.mount_point(&self.reg.luks_uuid));
         std::fs::create_dir_all(&at).map_err(|e| HotplugError::io(format!("creating {}", at.display()), e))?;
@@ -209,6 +217,9 @@ impl Run<'_> {
             let Some(pass) = self.ui.ask(&spec)? else {
                 return Err(HotplugError::NoPassphrase(disk.into()));
             };
+            if self.opts.stop.requested() {
+                return Err(HotplugError::NoPassphrase(disk.into()));
+            }
             if self.backend.unlock(&self.dev.path, &pass)? {
                 return Ok(());
             }
@@ -267,12 +278,14 @@ pub struct AgentUi {
     pub audience: Option<Audience>,
     /// What an agent joining mid-dock is told first: Started, and the open question.
     replay: Vec<Event>,
+    /// Set by dock's signal handling: a question still waiting is withdrawn.
+    pub stop: Stop,
 }
 
 impl AgentUi {
     /// Talks to `links` only (tests, and console agents before the disk is known).
     pub fn new(ask_dir: PathBuf, links: AgentLinks, timeout: Duration) -> AgentUi {
-        AgentUi { ask_dir, links, timeout, verbose: false, audience: None, replay: Vec::new() }
+        AgentUi { ask_dir, links, timeout, verbose: false, audience: None, replay: Vec::new(), stop: Stop::new() }
     }
 
     pub fn system(verbose: bool) -> AgentUi {
@@ -371,7 +384,7 @@ impl Ui for AgentUi {
             if let Some(r) = pending.try_recv()? {
                 break Some(r);
             }
-            if pending.expired() {
+            if pending.expired() || self.stop.requested() {
                 break None;
             }
             let (ready, n_links) = {

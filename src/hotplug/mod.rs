@@ -24,6 +24,7 @@ pub mod pinentry;
 pub mod progress;
 pub mod register;
 pub mod registry;
+pub mod signals;
 pub mod state;
 pub mod system;
 
@@ -45,6 +46,8 @@ pub enum HotplugError {
     AlreadyRegistered(String),
     #[error("disk {0} is not registered")]
     NotRegistered(String),
+    #[error("stopped before the end ({0}); what was opened is closed again")]
+    Stopped(String),
     #[error("no passphrase given for disk {0}")]
     NoPassphrase(String),
     #[error("wrong passphrase for disk {disk} ({tries} tries)")]

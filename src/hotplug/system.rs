@@ -112,7 +112,17 @@ impl Backend for SystemBackend {
 
     fn unmount(&mut self, at: &Path) -> Result<(), HotplugError> {
         nix::unistd::sync();
-        crate::disk::mount::unmount(at).map_err(|e| step("unmount", format!("{}: {e}", at.display()), exit::BUSY))
+        match crate::disk::mount::unmount(at) {
+            Ok(()) => Ok(()),
+            // The disk vanished (pulled out; the unit is being stopped): nothing on it can be
+            // saved any more, so detach the mount rather than leave it behind.
+            Err(e) if self.mapping.as_deref().and_then(crate::disk::stale::why_stale).is_some() => {
+                eprintln!("offdisk dock: the disk is gone ({e} unmounting {}): detaching the mount", at.display());
+                nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)
+                    .map_err(|e| step("unmount", format!("{}: {e}", at.display()), exit::BUSY))
+            }
+            Err(e) => Err(step("unmount", format!("{}: {e}", at.display()), exit::BUSY)),
+        }
     }
 
     fn close(&mut self) -> Result<(), HotplugError> {
@@ -124,7 +134,9 @@ impl Backend for SystemBackend {
             }
         }
         if let Some(l) = &self.luks {
-            lifecycle::flush_disk(&l.path);
+            if l.path.exists() {
+                lifecycle::flush_disk(&l.path);
+            }
         }
         Ok(())
     }

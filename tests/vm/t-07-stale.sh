@@ -88,3 +88,27 @@ if cryptsetup open -d "$PW" --readonly "/dev/${d}1" stchk 2>/dev/null; then
 else
   notok stale-redock-one-generation "cannot open the disk to look"
 fi
+
+# --- pulled out mid-backup: systemd's BindsTo= stops the unit with SIGTERM -----------------
+head -c 48M /dev/urandom > "$ST/src/big2.bin"   # new data: this backup copies, not only links
+"$OFFDISK" dock "${d}1" "${P[@]}" "${D[@]}" --timeout 60 > "$ST/dock2.out" 2>&1 & dpid=$!
+if wait_for partial; then ok stale-term-dock-copying; else notok stale-term-dock-copying "$(cat "$ST/dock2.out")"; fi
+# systemd sends SIGTERM as the device goes; the pull follows at once, while dock tears down.
+kill -TERM "$dpid"; pull "$d"
+wait "$dpid"; rc=$?
+expect_eq stale-term-exit-143 "$rc" 143
+out=$(cat "$ST/dock2.out")
+case "$out" in *"SIGTERM received: stopping"*"stopped before the end"*) ok stale-term-says-so ;; *) notok stale-term-says-so "$(echo "$out" | tail -5 | tr '\n' ' ')" ;; esac
+has_mapping && notok stale-term-no-mapping-left "$(dmsetup ls)" || ok stale-term-no-mapping-left
+mounted "$ST/mnt" && notok stale-term-not-mounted "$(findmnt "$ST/mnt")" || ok stale-term-not-mounted
+plug
+out=$("$OFFDISK" dock "${d}1" "${P[@]}" "${D[@]}" --timeout 60 2>&1); rc=$?
+expect_eq stale-term-redock-exit "$rc" 0; [ "$rc" -eq 0 ] || echo "# $out" | tail -5
+if cryptsetup open -d "$PW" --readonly "/dev/${d}1" stchk 2>/dev/null; then
+  mount -o ro /dev/mapper/stchk "$ST/m"
+  expect_eq stale-term-redock-generations "$(ls "$ST/m/generations" | wc -l)" 2
+  expect_eq stale-term-redock-no-partial "$(ls -a "$ST/m/generations" | grep -c '^\.partial-')" 0
+  umount "$ST/m"; cryptsetup close stchk
+else
+  notok stale-term-redock-generations "cannot open the disk to look"
+fi
