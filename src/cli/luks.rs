@@ -39,6 +39,8 @@ pub enum LuksCommand {
     HeaderRestore(HeaderRestoreArgs),
     /// Rewrite both LUKS2 header copies from the valid one (after damage or an interrupted update).
     Repair(RepairArgs),
+    /// Measure the userspace ciphers and key derivation on this machine (as cryptsetup benchmark).
+    Benchmark(BenchmarkArgs),
 }
 
 /// Key derivation options for new keyslots (as cryptsetup's).
@@ -242,6 +244,22 @@ pub struct RepairArgs {
     pub image: PathBuf,
 }
 
+#[derive(Args, Debug)]
+pub struct BenchmarkArgs {
+    /// Print a JSON list instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only this cipher (e.g. aes-xts-plain64); with --key-size, only that key size.
+    #[arg(short = 'c', long)]
+    pub cipher: Option<String>,
+    /// Key size in bits for --cipher (default: the sizes cryptsetup benchmark reports).
+    #[arg(short = 's', long, value_name = "BITS", requires = "cipher")]
+    pub key_size: Option<u32>,
+    /// Seconds to measure each cipher direction.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub seconds: f64,
+}
+
 pub fn run(args: LuksArgs, verbose: bool) -> CliResult {
     match *args.command {
         LuksCommand::Format(a) => run_format(a, verbose),
@@ -253,6 +271,7 @@ pub fn run(args: LuksArgs, verbose: bool) -> CliResult {
         LuksCommand::HeaderBackup(a) => run_header_backup(a, verbose),
         LuksCommand::HeaderRestore(a) => run_header_restore(a, verbose),
         LuksCommand::Repair(a) => run_repair(a, verbose),
+        LuksCommand::Benchmark(a) => run_benchmark(a),
     }
 }
 
@@ -484,4 +503,64 @@ fn run_repair(a: RepairArgs, verbose: bool) -> CliResult {
     update::repair(dev, &vol)?;
     eprintln!("Header repaired: both copies rewritten.");
     Ok(exit::OK)
+}
+
+fn run_benchmark(a: BenchmarkArgs) -> CliResult {
+    use crate::luks::bench;
+    use crate::luks::kdf::Argon2Kind;
+    if !(a.seconds.is_finite() && a.seconds > 0.0 && a.seconds <= 60.0) {
+        return Err(Failure::usage("--seconds must be between 0 and 60"));
+    }
+    let min = std::time::Duration::from_secs_f64(a.seconds);
+    let set: Vec<(String, u32)> = match (&a.cipher, a.key_size) {
+        (Some(c), Some(k)) => vec![(c.clone(), k)],
+        (Some(c), None) => {
+            let sizes: Vec<u32> = luks::cipher::BENCHMARK_SET.iter().filter(|(s, _)| s == c).map(|(_, k)| *k).collect();
+            let sizes = if sizes.is_empty() { vec![if c.contains("-xts-") { 512 } else { 256 }] } else { sizes };
+            sizes.into_iter().map(|k| (c.clone(), k)).collect()
+        }
+        (None, _) => luks::cipher::BENCHMARK_SET.iter().map(|(s, k)| (s.to_string(), *k)).collect(),
+    };
+    let mut kdfs = Vec::new();
+    if a.cipher.is_none() {
+        kdfs.extend(bench::PBKDF2_HASHES.iter().map(|h| bench::pbkdf2(*h)));
+        kdfs.push(bench::argon2(Argon2Kind::Argon2i, 2000));
+        kdfs.push(bench::argon2(Argon2Kind::Argon2id, 2000));
+    }
+    let mut ciphers = Vec::new();
+    for (spec, bits) in &set {
+        ciphers.push(bench::cipher(spec, *bits, min)?);
+    }
+    let out = if a.json {
+        let mut all: Vec<serde_json::Value> = Vec::new();
+        all.extend(kdfs.iter().map(|k| serde_json::to_value(k).expect("plain data")));
+        all.extend(ciphers.iter().map(|c| serde_json::to_value(c).expect("plain data")));
+        serde_json::to_string_pretty(&all).map_err(|e| Failure::usage(e.to_string()))? + "\n"
+    } else {
+        let mut o = String::from("# Userspace, one core, memory only (no storage I/O); MB = 10^6 bytes, 4096-byte sectors.\n");
+        for k in &kdfs {
+            match k {
+                bench::KdfResult::Pbkdf2 { kdf, iterations_per_second, .. } => {
+                    o += &format!("{:<18}{:>10} iterations per second for 256-bit key\n", kdf.replacen("pbkdf2", "PBKDF2", 1), iterations_per_second)
+                }
+                bench::KdfResult::Argon2 { kdf, time, memory_kib, threads, target_ms, .. } => {
+                    o += &format!("{kdf:<10}{time:>4} iterations, {memory_kib} memory, {threads} parallel threads (CPUs) for 256-bit key (requested {target_ms} ms time)\n")
+                }
+            }
+        }
+        o += "#     Algorithm |       Key |      Encryption |      Decryption\n";
+        for c in &ciphers {
+            let (alg, mode) = short_name(&c.cipher);
+            o += &format!("{:>15} {:>10}b {:>11.1} MB/s {:>11.1} MB/s\n", format!("{alg}-{mode}"), c.key_bits, c.encrypt_mb_s, c.decrypt_mb_s);
+        }
+        o
+    };
+    print!("{out}");
+    Ok(exit::OK)
+}
+
+/// "aes-xts-plain64" -> ("aes", "xts"), as cryptsetup's table names ciphers.
+fn short_name(spec: &str) -> (&str, &str) {
+    let mut p = spec.split('-');
+    (p.next().unwrap_or(spec), p.next().unwrap_or(""))
 }

@@ -9,7 +9,7 @@ use super::HotplugError;
 use crate::disk::lifecycle::{self, LuksDevice, OpenRequest};
 use crate::error::{exit, Diagnose};
 use crate::job::{human_bytes, BackupJob, Observer, Stop, VerifyJob};
-use crate::luks::{LuksError, Unlocked, Volume};
+use crate::luks::{Unlocked, Volume};
 use crate::secret::Passphrase;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -66,7 +66,7 @@ impl Backend for SystemBackend {
                 self.unlocked = Some(u);
                 Ok(true)
             }
-            Err(LuksError::NoKey) => Ok(false),
+            Err(e) if e.is_wrong_passphrase() => Ok(false),
             Err(e) => Err(diag("unlock")(e)),
         }
     }

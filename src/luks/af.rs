@@ -12,6 +12,12 @@ pub fn split_len(key_len: usize, stripes: usize) -> usize {
     key_len * stripes
 }
 
+/// Split material of a `key_len`-byte key rounded up to whole 512-byte sectors: what a
+/// keyslot stores and what is read back to unlock it.
+pub fn material_len(key_len: usize) -> usize {
+    split_len(key_len, STRIPES).div_ceil(512) * 512
+}
+
 /// d := H-diffuse(d): chunk j becomes H(be32(j) ‖ chunk j); the last chunk is truncated.
 fn diffuse(hash: HashAlg, d: &mut [u8]) {
     let hlen = hash.output_len();

@@ -102,7 +102,10 @@ fn minus(ranges: &[(u64, u64)], taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
 /// the same UUID and data offset. Nothing is written.
 pub fn plan_restore(io: &dyn BlockIo, path: &Path) -> Result<RestorePlan, LuksError> {
     let f = File::open(path).map_err(|e| LuksError::io(format!("opening {}", path.display()), e))?;
-    let backup = Volume::load_io(&f).map_err(|e| LuksError::BackupMismatch(format!("not a valid LUKS header backup: {e}")))?;
+    let backup = Volume::load_io(&f).map_err(|e| match e {
+        LuksError::TooSmall(m) => LuksError::BackupMismatch(format!("the backup is truncated: {m}")),
+        e => LuksError::BackupMismatch(format!("not a valid LUKS header backup: {e}")),
+    })?;
     if let Header::Luks2(s) = &backup.header {
         if !(s.primary_ok && s.secondary_ok) {
             return Err(LuksError::BackupMismatch(format!("the backup is damaged: {}", s.problems.join("; "))));

@@ -64,6 +64,15 @@ impl<'a> Reader<'a> {
             .map_err(|_| LuksError::Header(format!("{}: field {field} is not valid UTF-8", self.what)))
     }
 
+    /// A fixed-size text field read as C code reads it: up to the first NUL, and never its
+    /// last byte (which C readers overwrite with a NUL); invalid UTF-8 is replaced.
+    pub fn c_string_lossy(&mut self, n: usize) -> Result<String, LuksError> {
+        let raw = self.bytes(n)?;
+        let raw = &raw[..n.saturating_sub(1)];
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        Ok(String::from_utf8_lossy(&raw[..end]).into_owned())
+    }
+
     pub fn skip(&mut self, n: usize) -> Result<(), LuksError> {
         self.bytes(n).map(|_| ())
     }
@@ -169,11 +178,15 @@ impl<'a> Writer<'a> {
     pub fn u64(&mut self, v: u64) {
         self.bytes(&v.to_be_bytes())
     }
-    /// Text in a fixed field of `n` bytes, NUL-padded (the caller checked it fits with a NUL).
+    /// Text in a fixed field of `n` bytes, NUL-padded and NUL-terminated: longer text is
+    /// cut at a character boundary (callers check lengths of what users give).
     pub fn c_string(&mut self, s: &str, n: usize) {
-        assert!(s.len() < n, "text field overflow");
-        self.bytes(s.as_bytes());
-        self.zeros(n - s.len());
+        let mut len = s.len().min(n - 1);
+        while !s.is_char_boundary(len) {
+            len -= 1;
+        }
+        self.bytes(&s.as_bytes()[..len]);
+        self.zeros(n - len);
     }
     pub fn zeros(&mut self, n: usize) {
         self.buf[self.pos..self.pos + n].fill(0);

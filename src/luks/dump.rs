@@ -29,7 +29,7 @@ pub fn describe(vol: &Volume) -> Value {
                 .map(|(i, s)| {
                     (
                         i.to_string(),
-                        json!({"active": s.active, "iterations": s.iterations, "salt": hex(&s.salt),
+                        json!({"active": s.active, "state": format!("{:#010x}", s.state), "iterations": s.iterations, "salt": hex(&s.salt),
                                "key_material_offset": s.key_material_offset, "stripes": s.stripes}),
                     )
                 })
@@ -44,24 +44,32 @@ pub fn describe(vol: &Volume) -> Value {
                 "mk_digest": hex(&h.mk_digest),
                 "mk_digest_iterations": h.mk_digest_iterations,
                 "keyslots": slots,
+                "usable": h.problem().is_none(),
+                "unusable_reason": h.problem(),
             })
         }
         Header::Luks2(s) => {
+            let raw_keyslots = s.meta.doc.get("keyslots").and_then(Value::as_object);
             let keyslots: Map<String, Value> = s
                 .meta
                 .keyslots
                 .iter()
                 .map(|(id, k)| {
+                    let raw = raw_keyslots.and_then(|r| r.get(&id.to_string())).and_then(Value::as_object);
                     let mut o = json!({
                         "type": k.kind, "key_size": k.key_size, "priority": k.priority.unwrap_or(1),
-                        "area": {"offset": k.area.offset, "size": k.area.size, "encryption": k.area.encryption, "key_size": k.area.key_size},
+                        "area": {"type": k.area.kind, "offset": k.area.offset, "size": k.area.size, "encryption": k.area.encryption, "key_size": k.area.key_size},
                         "digest": s.meta.digest_of(*id),
+                        "usable": k.is_usable(),
+                        "unusable_reason": k.unusable,
                     });
-                    if let Some(kdf) = &k.kdf {
-                        o["kdf"] = kdf_json(kdf);
+                    match (&k.kdf, raw.and_then(|r| r.get("kdf"))) {
+                        (Some(kdf), _) => o["kdf"] = kdf_json(kdf),
+                        (None, Some(kdf)) => o["kdf"] = kdf.clone(),
+                        _ => {}
                     }
-                    if let Some(af) = &k.af {
-                        o["af"] = json!({"type": "luks1", "stripes": af.stripes, "hash": af.hash.name()});
+                    if let Some(af) = raw.and_then(|r| r.get("af")) {
+                        o["af"] = af.clone();
                     }
                     (id.to_string(), o)
                 })
@@ -80,8 +88,9 @@ pub fn describe(vol: &Volume) -> Value {
                 .digests
                 .iter()
                 .map(|(id, d)| {
-                    (id.to_string(), json!({"type": "pbkdf2", "keyslots": d.keyslots, "segments": d.segments,
-                        "hash": d.hash.name(), "iterations": d.iterations, "salt": hex(&d.salt), "digest": hex(&d.digest)}))
+                    (id.to_string(), json!({"type": d.kind, "keyslots": d.keyslots, "segments": d.segments,
+                        "hash": d.hash_name, "iterations": d.iterations, "salt": hex(&d.salt), "digest": hex(&d.digest),
+                        "usable": d.unusable.is_none(), "unusable_reason": d.unusable}))
                 })
                 .collect();
             json!({
@@ -93,7 +102,7 @@ pub fn describe(vol: &Volume) -> Value {
                 "metadata_size": s.bin.hdr_size,
                 "keyslots_size": s.meta.keyslots_size,
                 "header_copies": {"primary": s.primary_ok, "secondary": s.secondary_ok},
-                "problems": s.problems,
+                "problems": s.problems.iter().chain(&s.meta.repaired).collect::<Vec<_>>(),
                 "flags": s.meta.flags,
                 "requirements": s.meta.requirements,
                 "keyslots": keyslots,
@@ -114,8 +123,13 @@ pub fn text(vol: &Volume) -> String {
         Header::Luks1(h) => {
             let _ = writeln!(o, "LUKS header information\nVersion:       \t1\nCipher name:   \t{}\nCipher mode:   \t{}\nHash spec:     \t{}", h.cipher_name, h.cipher_mode, h.hash_spec);
             let _ = writeln!(o, "Payload offset:\t{}\nMK bits:       \t{}\nMK iterations: \t{}\nUUID:          \t{}\n", h.payload_offset, h.key_bytes * 8, h.mk_digest_iterations, h.uuid);
+            if let Some(p) = h.problem() {
+                let _ = writeln!(o, "Unusable:      \t{p}");
+            }
             for (i, s) in h.slots.iter().enumerate() {
-                if s.active {
+                if s.state != super::luks1::ACTIVE && s.state != super::luks1::INACTIVE {
+                    let _ = writeln!(o, "Key Slot {i}: DISABLED (invalid state {:#010x})", s.state);
+                } else if s.active {
                     let _ = writeln!(o, "Key Slot {i}: ENABLED\n\tIterations:         \t{}\n\tKey material offset:\t{}\n\tAF stripes:         \t{}", s.iterations, s.key_material_offset, s.stripes);
                 } else {
                     let _ = writeln!(o, "Key Slot {i}: DISABLED");
@@ -125,7 +139,7 @@ pub fn text(vol: &Volume) -> String {
         Header::Luks2(s) => {
             let _ = writeln!(o, "LUKS header information\nVersion:       \t2\nEpoch:         \t{}\nMetadata area: \t{} [bytes]\nKeyslots area: \t{} [bytes]", s.bin.seqid, s.bin.hdr_size, s.meta.keyslots_size);
             let _ = writeln!(o, "UUID:          \t{}\nLabel:         \t{}\nSubsystem:     \t{}", s.bin.uuid, vol.label().unwrap_or("(no label)"), vol.subsystem().unwrap_or("(no subsystem)"));
-            for p in &s.problems {
+            for p in s.problems.iter().chain(&s.meta.repaired) {
                 let _ = writeln!(o, "Warning:       \t{p}");
             }
             for r in &s.meta.requirements {
@@ -139,15 +153,20 @@ pub fn text(vol: &Volume) -> String {
             let _ = writeln!(o, "\nKeyslots:");
             for (id, k) in &s.meta.keyslots {
                 let _ = writeln!(o, "  {id}: {}\n\tKey:        {} bits\n\tCipher:     {}", k.kind, k.key_size * 8, k.area.encryption);
-                if let Some(kdf) = &k.kdf {
-                    match kdf {
-                        Kdf::Pbkdf2 { hash, iterations, .. } => {
-                            let _ = writeln!(o, "\tPBKDF:      pbkdf2\n\tHash:       {}\n\tIterations: {iterations}", hash.name());
-                        }
-                        Kdf::Argon2 { kind, time, memory_kib, lanes, .. } => {
-                            let _ = writeln!(o, "\tPBKDF:      {}\n\tTime cost:  {time}\n\tMemory:     {memory_kib}\n\tThreads:    {lanes}", kind.name());
-                        }
+                if let Some(why) = &k.unusable {
+                    let _ = writeln!(o, "\tUnusable:   {why}");
+                }
+                match &k.kdf {
+                    Some(Kdf::Pbkdf2 { hash, iterations, .. }) => {
+                        let _ = writeln!(o, "\tPBKDF:      pbkdf2\n\tHash:       {}\n\tIterations: {iterations}", hash.name());
                     }
+                    Some(Kdf::Argon2 { kind, time, memory_kib, lanes, .. }) => {
+                        let _ = writeln!(o, "\tPBKDF:      {}\n\tTime cost:  {time}\n\tMemory:     {memory_kib}\n\tThreads:    {lanes}", kind.name());
+                    }
+                    None if !k.kdf_type.is_empty() => {
+                        let _ = writeln!(o, "\tPBKDF:      {}", k.kdf_type);
+                    }
+                    None => {}
                 }
                 let _ = writeln!(o, "\tArea offset:{} [bytes]\n\tArea length:{} [bytes]\n\tDigest ID:  {}", k.area.offset, k.area.size,
                     s.meta.digest_of(*id).map_or("-".into(), |d| d.to_string()));
@@ -160,7 +179,10 @@ pub fn text(vol: &Volume) -> String {
             }
             let _ = writeln!(o, "Digests:");
             for (id, dg) in &s.meta.digests {
-                let _ = writeln!(o, "  {id}: pbkdf2\n\tHash:       {}\n\tIterations: {}", dg.hash.name(), dg.iterations);
+                let _ = writeln!(o, "  {id}: {}\n\tHash:       {}\n\tIterations: {}", dg.kind, dg.hash_name, dg.iterations);
+                if let Some(why) = &dg.unusable {
+                    let _ = writeln!(o, "\tUnusable:   {why}");
+                }
             }
         }
     }

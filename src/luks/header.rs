@@ -7,21 +7,9 @@ use super::io::BlockIo;
 use super::metadata::Metadata;
 use super::LuksError;
 
-pub const BINARY_SIZE: usize = 4096;
+pub use super::metadata::{BINARY_SIZE, HDR_SIZES};
 pub const MAGIC_PRIMARY: [u8; 6] = *b"LUKS\xba\xbe";
 pub const MAGIC_SECONDARY: [u8; 6] = *b"SKUL\xba\xbe";
-/// Allowed hdr_size values (binary header + JSON area of one copy).
-pub const HDR_SIZES: [u64; 9] = [
-    16 << 10,
-    32 << 10,
-    64 << 10,
-    128 << 10,
-    256 << 10,
-    512 << 10,
-    1 << 20,
-    2 << 20,
-    4 << 20,
-];
 const CSUM_OFFSET: usize = 448;
 pub const LABEL_LEN: usize = 48;
 pub const SUBSYSTEM_LEN: usize = 48;
@@ -73,11 +61,12 @@ impl BinaryHeader {
         }
         let hdr_size = r.u64()?;
         let seqid = r.u64()?;
-        let label = r.c_string(LABEL_LEN, "label")?;
-        let csum_alg = r.c_string(32, "checksum_alg")?;
+        // Text fields are cut at their last byte, as cryptsetup reads them.
+        let label = r.c_string_lossy(LABEL_LEN)?;
+        let csum_alg = r.c_string_lossy(32)?;
         let salt: [u8; 64] = r.array()?;
-        let uuid = r.c_string(UUID_LEN, "uuid")?;
-        let subsystem = r.c_string(SUBSYSTEM_LEN, "subsystem")?;
+        let uuid = r.c_string_lossy(UUID_LEN)?;
+        let subsystem = r.c_string_lossy(SUBSYSTEM_LEN)?;
         let hdr_offset = r.u64()?;
         r.skip(CSUM_OFFSET - r.position())?;
         let csum: [u8; 64] = r.array()?;
@@ -86,9 +75,8 @@ impl BinaryHeader {
         if !HDR_SIZES.contains(&hdr_size) {
             return Err(LuksError::Header(format!("header size {hdr_size} is not one of the allowed sizes (16 KiB to 4 MiB)")));
         }
-        if seqid > i64::MAX as u64 {
-            return Err(LuksError::Header(format!("seqid {seqid} overflows")));
-        }
+        // cryptsetup takes any text here; offdisk names mappings and keys after the UUID,
+        // so it must be one.
         if uuid::Uuid::parse_str(&uuid).is_err() {
             return Err(LuksError::Header(format!("uuid {uuid:?} is not a UUID")));
         }
@@ -221,34 +209,51 @@ pub fn read_both(io: &dyn BlockIo) -> Found {
     Found { primary, secondary }
 }
 
-/// Looks for another format's signature in the first sectors (for "ambiguous device").
-/// Over a LUKS magic only signatures that cannot collide with LUKS header fields count
-/// (a damaged LUKS header is not "another format").
+/// Bytes at the start of a device to look at for other formats' signatures.
+pub const SIGNATURE_PROBE_LEN: usize = 68 << 10;
+
+/// Looks for another format's signature at the start of a device (`first`: up to
+/// `SIGNATURE_PROBE_LEN` bytes), as blkid would find it: recovering a LUKS2 header from its
+/// secondary copy is safe only when nothing else has taken the primary's place (mkfs, a
+/// partition table, an LVM PV). Over a LUKS magic only signatures that cannot collide with
+/// LUKS header fields count (a damaged LUKS header is not "another format").
 pub fn other_signature(first: &[u8]) -> Option<&'static str> {
     let at = |off: usize, sig: &[u8]| first.get(off..off + sig.len()) == Some(sig);
+    let ext = at(0x438, &[0x53, 0xef]);
+    let gpt = at(512, b"EFI PART");
     if at(0, &MAGIC_PRIMARY) {
-        return if at(0x438, &[0x53, 0xef]) {
+        return if ext {
             Some("ext2/3/4 filesystem")
-        } else if at(512, b"EFI PART") {
+        } else if gpt {
             Some("GPT partition table")
         } else {
             None
         };
     }
-    if at(0x438, &[0x53, 0xef]) {
+    let lvm = (0..4).any(|s| at(s * 512, b"LABELONE") && at(s * 512 + 24, b"LVM2 001"));
+    let md = [0usize, 4096].iter().any(|&o| at(o, &0xa92b_4efcu32.to_le_bytes()));
+    if ext {
         Some("ext2/3/4 filesystem")
     } else if at(0, b"XFSB") {
         Some("XFS filesystem")
-    } else if at(512, b"EFI PART") {
+    } else if at(0x10040, b"_BHRfS_M") {
+        Some("btrfs filesystem")
+    } else if gpt {
         Some("GPT partition table")
+    } else if lvm {
+        Some("LVM2 physical volume")
+    } else if md {
+        Some("Linux RAID member")
+    } else if at(4086, b"SWAPSPACE2") || at(4086, b"SWAP-SPACE") {
+        Some("swap space")
+    } else if at(0, b"hsqs") {
+        Some("squashfs filesystem")
     } else if at(3, b"NTFS    ") {
         Some("NTFS filesystem")
     } else if at(0x52, b"FAT32   ") || at(0x36, b"FAT16   ") || at(0x36, b"FAT12   ") {
         Some("FAT filesystem")
     } else if at(510, &[0x55, 0xaa]) {
         Some("DOS partition table / boot sector")
-    } else if first.iter().any(|&b| b != 0) {
-        Some("unrecognised data")
     } else {
         None
     }

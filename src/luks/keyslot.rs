@@ -6,14 +6,12 @@ use super::cipher::SectorCipher;
 use super::io::BlockIo;
 use super::kdf::Kdf;
 use super::metadata::{DigestEntry, Keyslot, Metadata};
+use super::hash::HashAlg;
 use super::LuksError;
 use crate::secret::SecretBytes;
 use subtle::ConstantTimeEq;
 
-/// Split material length of a keyslot, rounded up to whole 512-byte sectors.
-pub fn material_len(key_size: usize) -> usize {
-    (key_size * af::STRIPES).div_ceil(512) * 512
-}
+pub use super::af::material_len;
 
 /// Area size cryptsetup reserves for a key of `key_size` bytes (4096-aligned).
 pub fn area_len(key_size: usize) -> u64 {
@@ -21,38 +19,36 @@ pub fn area_len(key_size: usize) -> u64 {
 }
 
 /// True when `key` matches the digest (constant time, at the digest's stored length).
+/// An unusable digest matches nothing.
 pub fn digest_matches(d: &DigestEntry, key: &[u8]) -> bool {
+    let Some(hash) = d.hash.filter(|_| d.unusable.is_none()) else { return false };
     let mut out = SecretBytes::zeroed(d.digest.len());
-    d.hash.pbkdf2(key, &d.salt, d.iterations, out.expose_mut());
+    hash.pbkdf2(key, &d.salt, d.iterations, out.expose_mut());
     bool::from(out.expose().ct_eq(&d.digest))
 }
 
-/// Tries keyslot `id`; `Ok(None)` means the passphrase does not open it.
+/// Tries keyslot `id`; `Ok(None)` means the passphrase does not open it. A keyslot that
+/// cannot be used (unknown KDF, cipher or hash) is an `Unsupported` error naming why.
 pub fn try_slot(io: &dyn BlockIo, meta: &Metadata, id: u32, pass: &[u8]) -> Result<Option<SecretBytes>, LuksError> {
     let ks = meta.keyslots.get(&id).ok_or(LuksError::SlotInactive(id as usize))?;
-    let (kdf, _af) = match (&ks.kdf, &ks.af) {
-        (Some(k), Some(a)) if ks.kind == "luks2" => (k, a),
-        _ => return Err(LuksError::Unsupported(format!("keyslot {id} of type {:?}", ks.kind))),
+    let (Some(kdf), Some(af_hash), None) = (&ks.kdf, ks.af_hash, &ks.unusable) else {
+        let why = ks.unusable.clone().unwrap_or_else(|| "not usable".into());
+        return Err(LuksError::Unsupported(format!("keyslot {id}: {why}")));
     };
     let digest_id = meta.digest_of(id).ok_or_else(|| LuksError::Unsupported(format!("keyslot {id} is not bound to a digest")))?;
     let digest = &meta.digests[&digest_id];
-    // Checked before the (slow) KDF so a bad cipher fails fast.
-    super::cipher::check_spec(&ks.area.encryption, ks.area.key_size)?;
     let area_key = kdf.derive(pass, ks.area.key_size)?;
-    let key = open_area(io, ks, area_key.expose(), id)?;
+    let key = open_area(io, ks, area_key.expose(), id, af_hash)?;
     Ok(digest_matches(digest, key.expose()).then_some(key))
 }
 
-fn open_area(io: &dyn BlockIo, ks: &Keyslot, area_key: &[u8], id: u32) -> Result<SecretBytes, LuksError> {
+fn open_area(io: &dyn BlockIo, ks: &Keyslot, area_key: &[u8], id: u32, af_hash: HashAlg) -> Result<SecretBytes, LuksError> {
     let len = material_len(ks.key_size);
-    if len as u64 > ks.area.size {
-        return Err(LuksError::Metadata(format!("keyslots.{id}: key material does not fit its area")));
-    }
     let mut material = SecretBytes::zeroed(len);
     io.read_at(material.expose_mut(), ks.area.offset)
         .map_err(|e| LuksError::io(format!("reading keyslot {id} area"), e))?;
     SectorCipher::new(&ks.area.encryption, area_key)?.decrypt(material.expose_mut(), 512, 0)?;
-    Ok(af::merge(material.expose(), ks.key_size, af::STRIPES, ks.af.as_ref().expect("checked").hash))
+    Ok(af::merge(material.expose(), ks.key_size, af::STRIPES, af_hash))
 }
 
 /// Material for a new keyslot: the volume key split and encrypted under the key `kdf`

@@ -11,12 +11,15 @@ use subtle::ConstantTimeEq;
 
 pub const HEADER_LEN: usize = 592;
 pub const SLOTS: usize = 8;
-const ACTIVE: u32 = 0x00AC_71F3;
-const INACTIVE: u32 = 0x0000_DEAD;
+pub const ACTIVE: u32 = 0x00AC_71F3;
+pub const INACTIVE: u32 = 0x0000_DEAD;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
     pub active: bool,
+    /// The state word as stored (0x00AC71F3 enabled, 0x0000DEAD disabled, anything else
+    /// an invalid slot that is treated as disabled, as cryptsetup does).
+    pub state: u32,
     pub iterations: u32,
     pub salt: [u8; 32],
     /// In 512-byte sectors.
@@ -40,6 +43,8 @@ pub struct Luks1Header {
 }
 
 impl Luks1Header {
+    /// Parses and validates the 592-byte header by cryptsetup's rules (text fields cut at
+    /// their last byte; every keyslot, enabled or not, inside the header area and apart).
     pub fn parse(raw: &[u8]) -> Result<Luks1Header, LuksError> {
         let mut r = Reader::new(raw, "LUKS1 header");
         let magic: [u8; 6] = r.array()?;
@@ -50,24 +55,26 @@ impl Luks1Header {
         if version != 1 {
             return Err(LuksError::Header(format!("version {version} where 1 was expected")));
         }
-        let cipher_name = r.c_string(32, "cipherName")?;
-        let cipher_mode = r.c_string(32, "cipherMode")?;
-        let hash_spec = r.c_string(32, "hashSpec")?;
+        let cipher_name = r.c_string_lossy(32)?;
+        let cipher_mode = r.c_string_lossy(32)?;
+        let hash_spec = r.c_string_lossy(32)?;
         let payload_offset = r.u32()?;
         let key_bytes = r.u32()?;
         let mk_digest = r.array()?;
         let mk_digest_salt = r.array()?;
         let mk_digest_iterations = r.u32()?;
-        let uuid = r.c_string(40, "uuid")?;
+        let uuid = r.c_string_lossy(40)?;
         let mut slots = Vec::with_capacity(SLOTS);
-        for i in 0..SLOTS {
+        for _ in 0..SLOTS {
             let state = r.u32()?;
-            let active = match state {
-                ACTIVE => true,
-                INACTIVE => false,
-                other => return Err(LuksError::Header(format!("keyslot {i} has invalid state {other:#010x}"))),
-            };
-            slots.push(Slot { active, iterations: r.u32()?, salt: r.array()?, key_material_offset: r.u32()?, stripes: r.u32()? });
+            slots.push(Slot {
+                active: state == ACTIVE,
+                state,
+                iterations: r.u32()?,
+                salt: r.array()?,
+                key_material_offset: r.u32()?,
+                stripes: r.u32()?,
+            });
         }
         r.finish()?;
         let h = Luks1Header {
@@ -88,37 +95,65 @@ impl Luks1Header {
 
     fn validate(&self) -> Result<(), LuksError> {
         let h = |m: String| LuksError::Header(m);
-        if !(16..=64).contains(&self.key_bytes) {
-            return Err(h(format!("key size {} bytes is out of range", self.key_bytes)));
+        if HashAlg::parse(&self.hash_spec).is_err() {
+            return Err(h(format!("hash {:?} is not supported", self.hash_spec)));
         }
-        if self.mk_digest_iterations == 0 {
-            return Err(h("digest iteration count is zero".into()));
+        if self.key_bytes == 0 {
+            return Err(h("key size is zero".into()));
         }
+        let sectors = self.material_sectors();
         let mut spans = Vec::new();
-        for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.active) {
+        for (i, s) in self.slots.iter().enumerate() {
             if s.stripes != af::STRIPES as u32 {
                 return Err(h(format!("keyslot {i} has {} stripes; only 4000 is valid", s.stripes)));
             }
-            if s.iterations == 0 {
-                return Err(h(format!("keyslot {i} has zero iterations")));
-            }
-            let start = u64::from(s.key_material_offset) * 512;
-            let end = start + self.material_len() as u64;
-            if start < HEADER_LEN as u64 {
+            let start = u64::from(s.key_material_offset);
+            if start * 512 < HEADER_LEN as u64 {
                 return Err(h(format!("keyslot {i} material overlaps the header")));
             }
-            if self.payload_offset != 0 && end > u64::from(self.payload_offset) * 512 {
+            if self.payload_offset != 0 && start + sectors > u64::from(self.payload_offset) {
                 return Err(h(format!("keyslot {i} material runs into the data area")));
             }
-            spans.push((start, end, i));
+            spans.push((start, i));
         }
         spans.sort();
         for w in spans.windows(2) {
-            if w[1].0 < w[0].1 {
-                return Err(h(format!("keyslot areas {} and {} overlap", w[0].2, w[1].2)));
+            if w[1].0 < w[0].0 + sectors {
+                return Err(h(format!("keyslot areas {} and {} overlap", w[0].1, w[1].1)));
             }
         }
         Ok(())
+    }
+
+    /// Sectors of split material per keyslot.
+    fn material_sectors(&self) -> u64 {
+        (u64::from(self.key_bytes) * af::STRIPES as u64).div_ceil(512)
+    }
+
+    /// Bytes from the start of the device to the end of the last keyslot's material (the
+    /// device must be at least this large).
+    pub fn header_and_areas_len(&self) -> u64 {
+        let last = self.slots.iter().map(|s| u64::from(s.key_material_offset)).max().unwrap_or(0);
+        (last + self.material_sectors()) * 512
+    }
+
+    /// Why no keyslot of this header can be used (unsupported cipher, absurd sizes);
+    /// `None`: the header's keyslots are usable.
+    pub fn problem(&self) -> Option<String> {
+        let kb = self.key_bytes as usize;
+        if kb > super::metadata::MAX_KEY_BYTES {
+            return Some(format!("key size {kb} bytes is out of range"));
+        }
+        if let Err(e) = check_spec(&self.cipher_spec(), kb) {
+            return Some(match e {
+                LuksError::Unsupported(m) => format!("{m} not supported"),
+                e => e.to_string(),
+            });
+        }
+        if self.mk_digest_iterations == 0 {
+            return Some("the key digest has zero iterations".into());
+        }
+        None
     }
 
     /// Split material length rounded up to whole 512-byte sectors.
@@ -140,10 +175,15 @@ impl Luks1Header {
         if !slot.active {
             return Err(LuksError::SlotInactive(i));
         }
+        if let Some(why) = self.problem() {
+            return Err(LuksError::Unsupported(why));
+        }
+        if slot.iterations == 0 {
+            return Err(LuksError::Unsupported(format!("keyslot {i} has zero iterations")));
+        }
         let hash = self.hash()?;
         let kb = self.key_bytes as usize;
         let spec = self.cipher_spec();
-        check_spec(&spec, kb)?;
         let slot_key = hash_pbkdf2(hash, pass, &slot.salt, slot.iterations, kb);
         let mut material = SecretBytes::zeroed(self.material_len());
         io.read_at(material.expose_mut(), u64::from(slot.key_material_offset) * 512)

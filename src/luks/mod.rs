@@ -19,6 +19,7 @@
 
 pub mod af;
 pub mod backup;
+pub mod bench;
 pub mod calibrate;
 pub mod cipher;
 pub mod codec;
@@ -67,6 +68,8 @@ pub enum LuksError {
     Requirement(String),
     #[error("no key available with this passphrase")]
     NoKey,
+    #[error("no usable keyslot opens with this passphrase; skipped: {}", skipped.join("; "))]
+    NoUsableKey { tried: usize, skipped: Vec<String> },
     #[error("keyslot {0} is not active")]
     SlotInactive(usize),
     #[error("keyslot {0} is already in use")]
@@ -93,6 +96,12 @@ impl LuksError {
     pub fn io(context: String, source: std::io::Error) -> Self {
         LuksError::Io { context, source }
     }
+
+    /// True when keyslots were tried and none accepted the passphrase (ask again), as
+    /// opposed to a volume that cannot be unlocked here at all.
+    pub fn is_wrong_passphrase(&self) -> bool {
+        matches!(self, LuksError::NoKey) || matches!(self, LuksError::NoUsableKey { tried, .. } if *tried > 0)
+    }
 }
 
 impl Diagnose for LuksError {
@@ -100,6 +109,9 @@ impl Diagnose for LuksError {
         match self {
             LuksError::Io { .. } | LuksError::TooSmall(_) => exit::DEVICE,
             LuksError::NoKey => exit::NO_KEY,
+            // Keyslots were tried and refused the passphrase: a wrong passphrase as far as
+            // anyone can tell. Nothing could be tried: the volume needs another tool.
+            LuksError::NoUsableKey { tried, .. } if *tried > 0 => exit::NO_KEY,
             LuksError::OutOfMemory(_) => exit::NO_MEMORY,
             _ => exit::USAGE,
         }
@@ -107,6 +119,7 @@ impl Diagnose for LuksError {
     fn hint(&self) -> Option<String> {
         match self {
             LuksError::NoKey => Some("check the passphrase or key file (key files are used byte for byte, newline included)".into()),
+            LuksError::NoUsableKey { .. } => Some("the skipped keyslots need a KDF, cipher or hash offdisk does not implement; a newer cryptsetup may open them".into()),
             LuksError::Ambiguous(_) => Some("inspect the device; if the LUKS header was overwritten by mistake, restore it with `offdisk luks header-restore`".into()),
             LuksError::NoFreeSlot => Some("remove an unused key first (`offdisk luks kill-slot`)".into()),
             LuksError::Requirement(_) => Some("use a cryptsetup version that knows this requirement".into()),
@@ -182,34 +195,39 @@ impl Volume {
 
     /// `load` for any `BlockIo` (memory devices in tests).
     pub fn load_io(io: &dyn BlockIo) -> Result<Volume, LuksError> {
-        let mut first = vec![0u8; 4096];
-        let short = io.read_at(&mut first, 0).is_err();
-        if short {
-            // Shorter than one header copy: try what there is, for a clear message.
-            let size = io.size().map_err(|e| LuksError::io("reading device size".into(), e))?;
-            if size < luks1::HEADER_LEN as u64 {
-                return Err(LuksError::NotLuks);
-            }
-            first.truncate(size as usize);
-            io.read_at(&mut first, 0).map_err(|e| LuksError::io("reading header".into(), e))?;
+        let size = io.size().map_err(|e| LuksError::io("reading device size".into(), e))?;
+        if size < luks1::HEADER_LEN as u64 {
+            return Err(LuksError::NotLuks);
         }
-        if first[..6] == header::MAGIC_PRIMARY {
-            let version = u16::from_be_bytes([first[6], first[7]]);
-            match version {
-                1 => return Ok(Volume { header: Header::Luks1(Luks1Header::parse(&first[..luks1::HEADER_LEN])?) }),
+        // Enough for the binary header and for other formats' signatures.
+        let mut first = vec![0u8; (size.min(header::SIGNATURE_PROBE_LEN as u64)) as usize];
+        io.read_at(&mut first, 0).map_err(|e| LuksError::io("reading header".into(), e))?;
+        let primary_magic = first[..6] == header::MAGIC_PRIMARY;
+        if primary_magic {
+            match u16::from_be_bytes([first[6], first[7]]) {
+                1 => {
+                    let h = Luks1Header::parse(&first[..luks1::HEADER_LEN])?;
+                    if size < h.header_and_areas_len() {
+                        return Err(LuksError::TooSmall(format!(
+                            "the LUKS1 header and keyslots need {} bytes but the device has {size}",
+                            h.header_and_areas_len()
+                        )));
+                    }
+                    return Ok(Volume { header: Header::Luks1(h) });
+                }
                 2 => {}
                 v => return Err(LuksError::Unsupported(format!("LUKS version {v}"))),
             }
         }
-        let primary = if first[..6] == header::MAGIC_PRIMARY {
+        let primary = if primary_magic {
             header::read_copy(io, 0, Copy::Primary)
         } else {
-            Err(LuksError::Header("no primary header".into()))
+            Err(LuksError::Header("no primary header (no LUKS magic at offset 0)".into()))
         };
         let secondary = header::read_secondary(io, &primary);
         if primary.is_err() {
             match &secondary {
-                Err(_) if first[..6] != header::MAGIC_PRIMARY => return Err(LuksError::NotLuks),
+                Err(_) if !primary_magic => return Err(LuksError::NotLuks),
                 Err(_) => {}
                 // Recovering from the secondary copy is only safe if nothing else has
                 // taken the primary's place (e.g. mkfs run on the LUKS device).
@@ -223,7 +241,15 @@ impl Volume {
                 }
             }
         }
-        Ok(Volume { header: Header::Luks2(choose(primary, secondary)?) })
+        let state = choose(primary, secondary)?;
+        // As cryptsetup: the header and keyslots area must fit the device.
+        let need = state.meta.header_and_areas_len();
+        if size < need {
+            return Err(LuksError::TooSmall(format!(
+                "the LUKS2 header and keyslots need {need} bytes but the device has {size}"
+            )));
+        }
+        Ok(Volume { header: Header::Luks2(state) })
     }
 
     pub fn version(&self) -> Version {
@@ -271,6 +297,17 @@ impl Volume {
         self.unlock_io(dev, pass, slot)
     }
 
+    /// Why keyslot `slot` cannot be used to unlock (unknown KDF, cipher or hash, unusable
+    /// digest); `None` when it can.
+    pub fn slot_problem(&self, slot: usize) -> Option<String> {
+        match &self.header {
+            Header::Luks1(h) => h.problem(),
+            Header::Luks2(st) => st.meta.keyslots.get(&(slot as u32)).and_then(|k| k.unusable.clone()),
+        }
+    }
+
+    /// Tries the keyslots (or only `slot`) with `pass`. Keyslots offdisk cannot use are
+    /// skipped; when no usable keyslot opens, the error names the skipped ones and why.
     pub fn unlock_io(&self, io: &dyn BlockIo, pass: &Passphrase, slot: Option<usize>) -> Result<Unlocked, LuksError> {
         let candidates = match slot {
             Some(s) => {
@@ -281,12 +318,27 @@ impl Volume {
                 if !self.active_slots().contains(&s) {
                     return Err(LuksError::SlotInactive(s));
                 }
+                if let Some(why) = self.slot_problem(s) {
+                    return Err(LuksError::Unsupported(format!("keyslot {s}: {why}")));
+                }
+                if let Header::Luks2(st) = &self.header {
+                    if !self.slot_opens_data(st, s as u32) {
+                        return Err(LuksError::Unsupported(format!(
+                            "keyslot {s} holds a key that is not bound to the data segment (an unbound key)"
+                        )));
+                    }
+                }
                 vec![s]
             }
             None => self.slots_by_priority(),
         };
-        let mut last_err = None;
+        let mut skipped = Vec::new();
+        let mut tried = 0;
         for s in candidates {
+            if let Some(why) = self.slot_problem(s) {
+                skipped.push(format!("keyslot {s}: {why}"));
+                continue;
+            }
             let r = match &self.header {
                 Header::Luks1(h) => h.try_slot(io, s, pass.expose()),
                 Header::Luks2(st) => {
@@ -296,33 +348,36 @@ impl Volume {
                     keyslot::try_slot(io, &st.meta, s as u32, pass.expose())
                 }
             };
+            tried += 1;
             match r {
                 Ok(Some(key)) => return Ok(Unlocked { keyslot: s, key: VolumeKey::new(key) }),
                 Ok(None) => {}
                 // Out of memory or I/O trouble is worth reporting over "wrong passphrase".
                 Err(e @ (LuksError::OutOfMemory(_) | LuksError::Io { .. })) => return Err(e),
-                Err(e) => last_err = Some(e),
+                Err(e) if slot.is_some() => return Err(e),
+                Err(e) => skipped.push(format!("keyslot {s}: {e}")),
             }
         }
-        match (slot, last_err) {
-            (Some(_), Some(e)) => Err(e),
-            _ => Err(LuksError::NoKey),
+        if skipped.is_empty() {
+            Err(LuksError::NoKey)
+        } else {
+            Err(LuksError::NoUsableKey { tried, skipped })
         }
     }
 
-    /// Keyslots to try without `--key-slot`: priority high first, then normal; "ignore"
-    /// (priority 0) only when named explicitly, as cryptsetup does.
+    /// Keyslots to try without `--key-slot`: priority prefer (2) first, then normal (1 or
+    /// none); "ignore" (0) and any other value only when named explicitly, as cryptsetup.
     fn slots_by_priority(&self) -> Vec<usize> {
         match &self.header {
             Header::Luks1(_) => self.active_slots(),
             Header::Luks2(s) => {
-                let mut v: Vec<(u32, u32)> = s
+                let mut v: Vec<(i64, u32)> = s
                     .meta
                     .keyslots
                     .iter()
                     .filter(|(_, k)| k.kind == "luks2")
                     .map(|(id, k)| (k.priority.unwrap_or(1), *id))
-                    .filter(|(p, _)| *p != 0)
+                    .filter(|(p, _)| *p == 1 || *p == 2)
                     .collect();
                 v.sort_by_key(|&(p, id)| (std::cmp::Reverse(p), id));
                 v.into_iter().map(|(_, id)| id as usize).collect()
@@ -383,6 +438,12 @@ impl Volume {
             let (_, seg) = s.meta.data_segment().ok_or_else(|| LuksError::Metadata("no crypt segment".into()))?;
             if s.meta.segments.len() != 1 {
                 return Err(LuksError::Unsupported("more than one data segment (reencryption in progress?)".into()));
+            }
+            if !(512..=4096).contains(&seg.sector_size) || !seg.sector_size.is_power_of_two() {
+                return Err(LuksError::Unsupported(format!(
+                    "sector size {} (dm-crypt takes 512, 1024, 2048 or 4096)",
+                    seg.sector_size
+                )));
             }
             cipher::check_spec(&seg.encryption, self.crypt_segment()?.key_size)?;
         }
