@@ -104,3 +104,29 @@ fn accepted_images_say_what_cryptsetup_would_repair_or_skip() {
         assert!(!st.primary_ok && st.secondary_ok, "{name}");
     }
 }
+
+#[test]
+fn repair_rewrites_a_primary_without_magic_from_the_secondary() {
+    // cryptsetup's `repair` restores a wiped primary from the secondary; offdisk's does the
+    // same, and what it writes cryptsetup reads as a whole header again (both copies).
+    let tmp = tempfile::tempdir().unwrap();
+    for size in ["16k", "32k", "64k", "128k", "256k", "512k", "1m", "2m", "4m"] {
+        let name = format!("luks2-metadata-size-{size}-secondary.img");
+        let dev = MemDevice::new(image(&name));
+        let vol = Volume::load_io(&dev).unwrap();
+        let before = vol.luks2("t").unwrap().clone();
+        let vol = offdisk::luks::update::repair(&dev, &vol).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let st = vol.luks2("t").unwrap();
+        assert!(st.primary_ok && st.secondary_ok, "{name}: {:?}", st.problems);
+        assert_eq!((&st.meta.keyslots, &st.bin.uuid), (&before.meta.keyslots, &before.bin.uuid), "{name}");
+        let img = dev.into_inner();
+        assert_eq!(&img[..6], b"LUKS\xba\xbe", "{name}: primary magic");
+        let path = tmp.path().join(&name);
+        std::fs::write(&path, &img).unwrap();
+        let out = Command::new("cryptsetup").args(["luksDump", "--debug"]).arg(&path).output().unwrap();
+        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{name}: cryptsetup refuses the repaired header: {log}");
+        assert!(!log.contains("requires recovery"), "{name}: cryptsetup still wants to recover a copy:\n{log}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -107,6 +107,10 @@ pub fn plan_restore(io: &dyn BlockIo, path: &Path) -> Result<RestorePlan, LuksEr
         e => LuksError::BackupMismatch(format!("not a valid LUKS header backup: {e}")),
     })?;
     if let Header::Luks2(s) = &backup.header {
+        // As cryptsetup: a header with requirements offdisk does not know is never written.
+        if let Some(r) = s.meta.requirements.first() {
+            return Err(LuksError::Requirement(r.clone()));
+        }
         if !(s.primary_ok && s.secondary_ok) {
             return Err(LuksError::BackupMismatch(format!("the backup is damaged: {}", s.problems.join("; "))));
         }

@@ -190,12 +190,16 @@ impl Luks1Header {
             .map_err(|e| LuksError::io(format!("reading keyslot {i}"), e))?;
         SectorCipher::new(&spec, slot_key.expose())?.decrypt(material.expose_mut(), 512, 0)?;
         let mk = af::merge(material.expose(), kb, af::STRIPES, hash);
-        let check = hash_pbkdf2(hash, mk.expose(), &self.mk_digest_salt, self.mk_digest_iterations, 20);
-        if bool::from(check.expose().ct_eq(&self.mk_digest)) {
-            Ok(Some(mk))
-        } else {
-            Ok(None)
+        Ok(self.key_matches(mk.expose())?.then_some(mk))
+    }
+
+    /// True when `key` is this volume's key (checked against mkDigest, constant time).
+    pub fn key_matches(&self, key: &[u8]) -> Result<bool, LuksError> {
+        if key.len() != self.key_bytes as usize {
+            return Ok(false);
         }
+        let check = hash_pbkdf2(self.hash()?, key, &self.mk_digest_salt, self.mk_digest_iterations, 20);
+        Ok(bool::from(check.expose().ct_eq(&self.mk_digest)))
     }
 }
 

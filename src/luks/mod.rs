@@ -390,6 +390,19 @@ impl Volume {
         st.meta.digest_of(slot).is_some_and(|d| st.meta.digests[&d].segments.contains(&seg))
     }
 
+    /// True when `key` is the key of the data segment (LUKS1: the volume key), checked
+    /// against the stored digest as cryptsetup's `--volume-key-file` does; no keyslot needed.
+    pub fn volume_key_matches(&self, key: &[u8]) -> Result<bool, LuksError> {
+        match &self.header {
+            Header::Luks1(h) => h.key_matches(key),
+            Header::Luks2(st) => {
+                let seg = self.crypt_segment()?;
+                let d = seg.digest_id.and_then(|id| st.meta.digests.get(&id));
+                Ok(key.len() == seg.key_size && d.is_some_and(|d| keyslot::digest_matches(d, key)))
+            }
+        }
+    }
+
     pub fn crypt_segment(&self) -> Result<CryptSegment, LuksError> {
         match &self.header {
             Header::Luks1(h) => Ok(CryptSegment {
