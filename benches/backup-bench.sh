@@ -8,6 +8,10 @@
 #
 # Usage: benches/backup-bench.sh [FILES] [WORKDIR]   (defaults: 50000, a temp dir under /var/tmp)
 # ONLY="full incr verify prune memory" picks parts (default all); RUNS=N runs each (default 5).
+# OFFDISK_BIN_BEFORE=path adds that build to the full, incremental and verify rows, in the
+# same hyperfine runs, to measure what a change costs ("before" vs "offdisk").
+# Prints seconds per 1,000 files for each offdisk row and the peak RSS of a full backup,
+# an incremental and a verify of the whole tree (scale: run with FILES=100000 ... 1000000).
 # Needs: hyperfine, rsync, b3sum, python3. Builds target/release/offdisk if missing.
 # As root the targets go on their own ext4 filesystem (a loop-mounted image), like a real
 # backup disk, so syncing it does not also flush unrelated dirty data; BENCH_LOOP=0 disables.
@@ -56,8 +60,14 @@ du -sh "$SRC" | sed 's/^/# source size: /'
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 # Fresh target for each timed full run (the preparation is not timed).
 OD=$TFS/od; RS=$TFS/rs; SYNC="sync -f $TFS"
+BEFORE=${OFFDISK_BIN_BEFORE:-}
+before_full=(); before_incr=(); before_verify=()
+if [ -n "$BEFORE" ]; then
+  before_full=(-n "before full" --prepare "rm -rf $OD; mkdir -p $OD; $SYNC" "$BEFORE backup --no-progress --target $OD $SRC")
+fi
 want full && hyperfine --runs "$RUNS" --export-json "$WORK/full.json" \
   -n "offdisk full" --prepare "rm -rf $OD; mkdir -p $OD; $SYNC" "$BIN backup --no-progress --target $OD $SRC" \
+  "${before_full[@]}" \
   -n "rsync -a full" --prepare "rm -rf $RS; mkdir -p $RS; $SYNC" "rsync -a $SRC/ $RS/" \
   -n "rsync -a full + sync" --prepare "rm -rf $RS; mkdir -p $RS; $SYNC" "rsync -a $SRC/ $RS/ && $SYNC"
 
@@ -67,6 +77,13 @@ rm -rf "$OD" "$RS" "$TFS/rs-base" "$TFS/rs-new"
 mkdir -p "$OD"
 "$BIN" backup --no-progress --target "$OD" "$SRC" >/dev/null
 BASE=$(ls "$OD/generations" | head -1)
+if [ -n "$BEFORE" ]; then
+  # The old build links against a base it made itself, of the same tree.
+  ODB=$TFS/odb
+  rm -rf "$ODB"; mkdir -p "$ODB"
+  "$BEFORE" backup --no-progress --target "$ODB" "$SRC" >/dev/null
+  BASEB=$(ls "$ODB/generations" | head -1)
+fi
 rsync -a "$SRC/" "$TFS/rs-base/"
 python3 - "$SRC" "$FILES" <<'PY'
 import os, random, sys
@@ -79,8 +96,12 @@ for i in rnd.sample(range(n), n // 100):
 PY
 fi
 CLEAN_OD="find $OD/generations -mindepth 1 -maxdepth 1 ! -name $BASE -exec rm -rf {} +; $SYNC"
+if [ -n "$BEFORE" ]; then
+  before_incr=(-n "before incremental" --prepare "find $ODB/generations -mindepth 1 -maxdepth 1 ! -name $BASEB -exec rm -rf {} +; $SYNC" "$BEFORE backup --no-progress --target $ODB $SRC")
+fi
 want incr && hyperfine --runs "$RUNS" --export-json "$WORK/incr.json" \
   -n "offdisk incremental" --prepare "$CLEAN_OD" "$BIN backup --no-progress --target $OD $SRC" \
+  "${before_incr[@]}" \
   -n "rsync --link-dest" --prepare "rm -rf $TFS/rs-new; $SYNC" "rsync -a --link-dest=$TFS/rs-base/ $SRC/ $TFS/rs-new/" \
   -n "rsync --link-dest + sync" --prepare "rm -rf $TFS/rs-new; $SYNC" "rsync -a --link-dest=$TFS/rs-base/ $SRC/ $TFS/rs-new/ && $SYNC"
 
@@ -89,8 +110,16 @@ if want verify || want prune; then
 "$BIN" backup --no-progress --target "$OD" "$SRC" >/dev/null
 GEN=$(ls "$OD/generations" | grep -v "^$BASE\$" | tail -1)
 fi
+if [ -n "$BEFORE" ] && want verify; then
+  # The old build verifies a generation it made (its own metadata format).
+  find "$ODB/generations" -mindepth 1 -maxdepth 1 ! -name "$BASEB" -exec rm -rf {} +
+  "$BEFORE" backup --no-progress --target "$ODB" "$SRC" >/dev/null
+  GENB=$(ls "$ODB/generations" | grep -v "^$BASEB\$" | tail -1)
+  before_verify=(-n "before verify" "$BEFORE verify --target $ODB --generation $GENB")
+fi
 want verify && hyperfine --runs "$RUNS" --warmup 1 --export-json "$WORK/verify.json" \
   -n "offdisk verify" "$BIN verify --target $OD --generation $GEN" \
+  "${before_verify[@]}" \
   -n "b3sum --check" "cd $OD/generations/$GEN && b3sum --check --quiet manifest.b3"
 
 # Prune: delete a hard-linked copy of a generation both ways.
@@ -100,19 +129,22 @@ want prune && hyperfine --runs "$RUNS" --export-json "$WORK/prune.json" \
      "$BIN generations --target $OD --delete $OLD" \
   -n "rm -rf" --prepare "rm -rf $TFS/doomed; cp -al $OD/generations/$GEN $TFS/doomed; $SYNC" "rm -rf $TFS/doomed"
 
-# Memory stays bounded: peak RSS of a full backup of the whole tree and of a tenth of it.
+# Memory stays bounded: peak RSS of a full backup, an incremental and a verify of the whole
+# tree (compare across FILES to see it flat), and of a full backup of a tenth of it.
 if want memory && [ -x /usr/bin/time ]; then
   for part in "$SRC/d000 $SRC/d001 $SRC/d002 $SRC/d003 $SRC/d004" "$SRC"; do
     rm -rf "$TFS/mem"; mkdir -p "$TFS/mem"
     n=$(find $part -type f | wc -l)
     /usr/bin/time -f "# peak RSS %M KiB: full backup of $n files" "$BIN" backup --no-progress --target "$TFS/mem" $part >/dev/null
   done
+  /usr/bin/time -f "# peak RSS %M KiB: incremental of $FILES files" "$BIN" backup --no-progress --target "$TFS/mem" $SRC >/dev/null
+  /usr/bin/time -f "# peak RSS %M KiB: verify of $FILES files (2 generations)" "$BIN" verify --target "$TFS/mem" >/dev/null
   rm -rf "$TFS/mem"
 fi
 
-python3 - "$WORK" <<'PY'
+python3 - "$WORK" "$FILES" <<'PY'
 import json, sys, os
-w = sys.argv[1]
+w, files = sys.argv[1], int(sys.argv[2])
 def means(f):
     if not os.path.exists(os.path.join(w, f)):
         return None
@@ -128,5 +160,9 @@ for f, ours, refs in rows:
         continue
     for r in refs:
         print(f"{ours:22s} {m[ours]:8.3f} s  vs {r:26s} {m[r]:8.3f} s  ratio {m[ours] / m[r]:.2f}")
+    before = ours.replace("offdisk", "before")
+    if before in m:
+        print(f"{ours:22s} {m[ours]:8.3f} s  vs {before:26s} {m[before]:8.3f} s  ratio {m[ours] / m[before]:.3f}  (cost of the change)")
+    print(f"{ours:22s} {m[ours] / files * 1000 * 1e3:8.2f} ms per 1,000 files")
 PY
 echo "# work dir kept: $WORK (remove with rm -rf)"

@@ -91,6 +91,13 @@ pub struct Defaults {
     /// Skip directories holding a CACHEDIR.TAG (default true).
     #[serde(default)]
     pub exclude_caches: Option<bool>,
+    /// Shrink guard: the largest loss of a source's files or bytes (percent) a run accepts
+    /// (default 50).
+    #[serde(default)]
+    pub shrink_limit: Option<u32>,
+    /// Accept any shrink (as `--allow-shrink` does).
+    #[serde(default)]
+    pub allow_shrink: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -123,6 +130,10 @@ pub struct DiskConfig {
     pub one_file_system: Option<bool>,
     #[serde(default)]
     pub exclude_caches: Option<bool>,
+    #[serde(default)]
+    pub shrink_limit: Option<u32>,
+    #[serde(default)]
+    pub allow_shrink: Option<bool>,
     /// Keys this version does not know (reported, not rejected).
     #[serde(flatten)]
     pub extra: BTreeMap<String, toml::Value>,
@@ -205,6 +216,9 @@ impl Config {
                     return Err(format!("disk {}: source {} must be an absolute path", d.name(), s.display()));
                 }
             }
+            if d.shrink_limit.is_some_and(|p| p > 100) {
+                return Err(format!("disk {}: shrink_limit is a percentage (0-100)", d.name()));
+            }
             if let Some(u) = &d.user {
                 let name_like = u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
                 if u.is_empty() || u.len() > 256 || !name_like || u.starts_with('-') {
@@ -251,6 +265,13 @@ impl Config {
     /// The disk's retention over the defaults.
     pub fn retention_for(&self, d: &DiskConfig) -> Retention {
         self.defaults.retention.overridden_by(d.retention)
+    }
+
+    /// The shrink guard for a disk (its keys over the defaults; `None`: no disk configured).
+    pub fn shrink_guard_for(&self, d: Option<&DiskConfig>) -> crate::backup::ShrinkGuard {
+        let limit = d.and_then(|d| d.shrink_limit).or(self.defaults.shrink_limit).unwrap_or(crate::backup::DEFAULT_SHRINK_PERCENT);
+        let allow = d.and_then(|d| d.allow_shrink).or(self.defaults.allow_shrink).unwrap_or(false);
+        crate::backup::ShrinkGuard { max_loss_percent: limit, allow }
     }
 
     /// Defaults' excludes followed by the disk's.

@@ -14,6 +14,12 @@ pub mod exit {
     pub const DEVICE: i32 = 4;
     /// Device already exists or is busy.
     pub const BUSY: i32 = 5;
+    /// A backup that made its generation but could not back up some entries (permission
+    /// denied, I/O error, a name too long for the target), as rsync's 23.
+    pub const PARTIAL: i32 = 23;
+    /// A backup that made its generation, where some entries vanished or were replaced
+    /// while being read, as rsync's 24.
+    pub const VANISHED: i32 = 24;
 }
 
 /// Implemented by every library error so the CLI can render it as

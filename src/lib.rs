@@ -17,6 +17,10 @@
 //! - [`hotplug`]: dock handling, password agents, desktop notifications.
 //! - [`cli`]: the `offdisk` command line.
 
+// `unsafe` only where the kernel or locked memory needs it: dm::ioctl and secret, each
+// block with a SAFETY note; everything else is safe code, checked by the compiler.
+#![deny(unsafe_code)]
+
 pub mod backup;
 pub mod cli;
 pub mod config;
@@ -29,4 +33,5 @@ pub mod hotplug;
 pub mod job;
 pub mod luks;
 pub mod offline;
+#[allow(unsafe_code)]
 pub mod secret;

@@ -11,9 +11,26 @@ pub struct SecretBytes {
     locked: bool,
 }
 
+/// From the first secret on, the process cannot be dumped: `PR_SET_DUMPABLE` 0 (no core
+/// file, no ptrace attach or /proc/<pid>/mem read by the same user) and `RLIMIT_CORE` 0, as
+/// cryptsetup does while it holds keys. Process-wide and for the rest of its life: a secret
+/// may live until exit, and a later dump could still find freed copies. Best effort (a
+/// seccomp filter may refuse prctl); MADV_DONTDUMP on each buffer stays as a second line.
+pub fn protect_process() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use rustix::process::{getrlimit, set_dumpable_behavior, setrlimit, DumpableBehavior, Resource};
+        let _ = set_dumpable_behavior(DumpableBehavior::NotDumpable);
+        let mut core = getrlimit(Resource::Core);
+        core.current = Some(0);
+        let _ = setrlimit(Resource::Core, core);
+    });
+}
+
 impl SecretBytes {
     /// A zero-filled secret buffer of `len` bytes.
     pub fn zeroed(len: usize) -> Self {
+        protect_process();
         let buf = vec![0u8; len].into_boxed_slice();
         let locked = lock(&buf);
         SecretBytes { buf, locked }
@@ -163,6 +180,7 @@ impl<T: PlainWords> SecretRegion<T> {
     /// instead of aborting, so callers can report "out of memory" cleanly.
     pub fn zeroed(len: usize) -> std::io::Result<Self> {
         use std::io::{Error, ErrorKind};
+        protect_process();
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
             .filter(|&b| b > 0)
@@ -322,6 +340,13 @@ impl VolumeKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_makes_the_process_undumpable_without_core_files() {
+        let _s = SecretBytes::from_slice(b"k");
+        assert_eq!(rustix::process::dumpable_behavior().unwrap(), rustix::process::DumpableBehavior::NotDumpable);
+        assert_eq!(rustix::process::getrlimit(rustix::process::Resource::Core).current, Some(0));
+    }
 
     #[test]
     fn debug_never_shows_bytes() {

@@ -32,7 +32,7 @@ fn backup_is_a_faithful_plain_tree_and_restores() {
     assert_eq!(text.lines().filter(|l| l.ends_with(": OK")).count(), 9, "{text}");
     assert!(text.contains("back\\\\slash: OK") && text.contains("new\\nline: OK"), "{text}");
     let meta = fs::read_to_string(gens[0].join("metadata.tsv")).unwrap();
-    assert!(meta.starts_with("#offdisk-metadata\tversion=1\n"));
+    assert!(meta.starts_with("#offdisk-metadata\tversion=2\n"));
     assert!(meta.contains("bad\\xffname"), "{meta}");
 
     // `cp -a` reads the generation without offdisk.
@@ -42,7 +42,7 @@ fn backup_is_a_faithful_plain_tree_and_restores() {
 
     // Restore recreates the path below DEST with everything intact.
     let dest = dir.path().join("restored");
-    offdisk_ok(&["restore", "--target", target.to_str().unwrap(), src.to_str().unwrap(), "--to", dest.to_str().unwrap()]);
+    offdisk_ok(&["restore", "--keep-setid", "--devices", "--target", target.to_str().unwrap(), src.to_str().unwrap(), "--to", dest.to_str().unwrap()]);
     assert_same_tree(&before, &snapshot(&tree_of(&dest, &src).strip_prefix(dest.join("tree")).map(|r| dest.join(r)).unwrap()), "restore vs source");
 }
 

@@ -23,13 +23,15 @@ struct FakeDisk {
     contents: PathBuf,
     calls: Vec<String>,
     fail_backup: bool,
+    /// The backup makes its generation without two entries (a partial run).
+    partial: bool,
 }
 
 impl FakeDisk {
     fn new(dir: &Path, uuid: &str) -> FakeDisk {
         let contents = dir.join(format!("disk-{uuid}"));
         std::fs::create_dir_all(&contents).unwrap();
-        FakeDisk { uuid: uuid.into(), contents, calls: Vec::new(), fail_backup: false }
+        FakeDisk { uuid: uuid.into(), contents, calls: Vec::new(), fail_backup: false, partial: false }
     }
 }
 
@@ -87,8 +89,9 @@ impl Backend for FakeDisk {
             linked_files: 60,
             seconds: 20.0,
             pruned: vec!["2020-01-01T000000Z".into()],
-            warnings: 0,
-            incomplete: None,
+            warnings: if self.partial { 2 } else { 0 },
+            incomplete: self.partial.then(|| offdisk::backup::Incomplete { not_backed_up: 1, vanished: 1, paths: vec!["/home/a".into(), "/home/b".into()] }),
+            exit_code: if self.partial { 23 } else { 0 },
         }));
         Ok("generation 1: 1 file".into())
     }
@@ -195,7 +198,7 @@ fn registered_disk_is_backed_up_verified_and_closed() {
     let mut disk = registered(&e);
     let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
     let out = dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap();
-    assert_eq!(out, Outcome::Done { disk: "offsite-A".into(), summary: "generation 1: 1 file; verified".into() });
+    assert_eq!(out, Outcome::Done { disk: "offsite-A".into(), summary: "generation 1: 1 file; verified".into(), exit_code: 0 });
     assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "backup", "verify", "unmount", "close"]);
     assert!(disk.contents.join("generation-1").exists(), "the backup reached the disk");
     assert_eq!(ui.asks.len(), 1);
@@ -330,6 +333,21 @@ fn failed_backup_still_closes_and_reports_reason() {
     assert!(dock(&e.dev, &e.opts, &mut disk, &mut ui).is_err());
     assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "backup", "unmount", "close"]);
     assert!(ui.events.iter().any(|e| matches!(e, Event::Failed { reason, .. } if reason.contains("disk full"))));
+    assert!(matches!(ui.events.last(), Some(Event::SafeToUnplug { .. })));
+}
+
+#[test]
+fn partial_backup_is_done_and_closed_but_says_so_in_its_exit_status() {
+    let e = env();
+    let mut disk = registered(&e);
+    disk.partial = true;
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    let out = dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap();
+    assert!(matches!(out, Outcome::Done { exit_code: 23, .. }), "{out:?}");
+    assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "backup", "verify", "unmount", "close"]);
+    let said = |t: &str| ui.events.iter().any(|e| matches!(e, Event::Progress { text, .. } if text.contains(t)));
+    assert!(said("generation g1 is incomplete: 1 not backed up, 1 vanished"), "{:#?}", ui.events);
+    assert!(ui.logs.iter().any(|l| l.contains("is incomplete")), "{:#?}", ui.logs);
     assert!(matches!(ui.events.last(), Some(Event::SafeToUnplug { .. })));
 }
 

@@ -138,6 +138,22 @@ fn keyslot_commands_with_key_files_and_stdin() {
 }
 
 #[test]
+fn header_backup_is_readable_by_its_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (img, k1, _) = setup(dir.path());
+    format(&img, &k1, &[]);
+    let backup = dir.path().join("hdr.bak");
+    let st = Command::new("sh")
+        .args(["-c", "umask 000; exec \"$0\" luks header-backup \"$1\" --header-backup-file \"$2\""])
+        .args([env!("CARGO_BIN_EXE_offdisk"), s(&img), s(&backup)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o7777, 0o400);
+}
+
+#[test]
 fn header_restore_checks_the_backup_fits_the_device() {
     let dir = tempfile::tempdir().unwrap();
     let (img, k1, k2) = setup(dir.path());

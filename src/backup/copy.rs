@@ -2,13 +2,12 @@
 //! sparse files kept sparse (SEEK_DATA/SEEK_HOLE), owner, mode, ns times, xattrs
 //! (which carry POSIX ACLs as `system.posix_acl_*`), symlinks and special files.
 
-use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags, CWD};
-use std::fs::{self, File, Metadata, OpenOptions};
+use crate::fsaccess::xattr::{self, Node, XattrError};
+use crate::fsaccess::{self, Dir, Meta};
 use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::fd::AsFd;
 
 pub const BUF_SIZE: usize = 256 * 1024;
 
@@ -29,55 +28,98 @@ pub enum CopyError {
     Target(io::Error),
 }
 
+impl From<XattrError> for CopyError {
+    fn from(e: XattrError) -> CopyError {
+        match e {
+            XattrError::Source(e) => CopyError::Source(e),
+            XattrError::Target(e) => CopyError::Target(e),
+        }
+    }
+}
+
 pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
-/// Copies `src` to a new file `dst` (which must not exist) and hashes what it copied.
-pub fn copy_file(src: &Path, dst: &Path, meta: &Metadata, buf: &mut Vec<u8>) -> Result<Copied, CopyError> {
-    let mut input = open_source(src).map_err(CopyError::Source)?;
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        // Created with its final permission bits where the umask allows, saving a chmod.
-        .mode(meta.mode() & 0o777)
-        .open(dst)
-        .map_err(CopyError::Target)?;
+/// Copies the open source file `input` (described by `meta`) to a new file `name` in
+/// `dst` (created `O_EXCL | O_NOFOLLOW`) and hashes what it copied. `mode` is the
+/// permission set to give it (set-id bits already dropped where the caller wants that).
+pub fn copy_file(input: &mut File, meta: &Meta, mode: u32, dst: &Dir, name: &OsStr, buf: &mut Vec<u8>) -> Result<Copied, CopyError> {
+    // Created with its final permission bits where the umask allows, saving a chmod.
+    let mut out = dst.create_file(name, mode & 0o777).map_err(CopyError::Target)?;
     // From here on the file is ours: on any failure, leave nothing half-copied behind.
     let result = (|| {
         let mut hasher = blake3::Hasher::new();
-        let sparse = meta.len() > 0 && meta.blocks().saturating_mul(512) < meta.len();
-        let size = if sparse {
-            copy_sparse(&mut input, &mut out, &mut hasher, buf)?
+        let size = if meta.is_sparse() {
+            copy_sparse(input, &mut out, &mut hasher, buf)?
         } else {
-            copy_dense(&mut input, &mut out, &mut hasher, buf, meta.len())?
+            copy_dense(input, &mut out, &mut hasher, buf, meta.size)?
         };
-        let skipped_xattrs = apply_fd_metadata(&input, &out, meta)?;
+        let skipped_xattrs = apply_fd_metadata(input, &out, meta, mode)?;
         Ok(Copied { hash: *hasher.finalize().as_bytes(), size, skipped_xattrs })
     })();
     if result.is_err() {
         drop(out);
-        let _ = fs::remove_file(dst);
+        let _ = dst.unlink(name);
     }
     result
 }
 
 /// Owner, mode, xattrs, then times, on open files (no path lookups).
-fn apply_fd_metadata(input: &File, out: &File, meta: &Metadata) -> Result<usize, CopyError> {
-    use std::os::unix::fs::PermissionsExt;
+fn apply_fd_metadata(input: &File, out: &File, meta: &Meta, mode: u32) -> Result<usize, CopyError> {
     let t = CopyError::Target;
-    match std::os::unix::fs::fchown(out, Some(meta.uid()), Some(meta.gid())) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !is_root() => {}
-        Err(e) => return Err(t(e)),
-    }
+    chown_fd(out, meta).map_err(t)?;
     // Set-id bits (which chown clears) and bits the umask took need an explicit chmod.
-    let mode = meta.mode() & 0o7777;
     if mode & 0o7000 != 0 || mode & umask() != 0 {
-        out.set_permissions(fs::Permissions::from_mode(mode)).map_err(t)?;
+        fsaccess::set_mode(out, mode).map_err(t)?;
     }
-    let skipped = copy_xattrs(Node::Fd(input), Node::Fd(out))?;
-    rustix::fs::futimens(out, &timestamps(meta)).map_err(|e| t(e.into()))?;
+    let skipped = xattr::copy(Node::Fd(input.as_fd()), Node::Fd(out.as_fd()))?;
+    fsaccess::set_times(out, meta.atime, meta.mtime).map_err(t)?;
+    Ok(skipped)
+}
+
+/// Gives `fd` the owner in `meta`; not permitted (not root) is skipped silently, like `cp -a`.
+pub fn chown_fd(fd: impl AsFd, meta: &Meta) -> io::Result<()> {
+    match fsaccess::set_owner(fd, meta.uid, meta.gid) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !is_root() => Ok(()),
+        r => r,
+    }
+}
+
+/// Owner, mode, xattrs (from the open source directory, when there is one) and times of a
+/// directory, on its open handle, once every child exists.
+pub fn apply_dir_metadata(src: Option<&Dir>, dst: &Dir, meta: &Meta, mode: u32) -> Result<usize, CopyError> {
+    let t = CopyError::Target;
+    chown_fd(dst, meta).map_err(t)?;
+    fsaccess::set_mode(dst, mode).map_err(t)?;
+    // The source may have changed since; its xattrs are best effort.
+    let skipped = match src {
+        Some(s) => match xattr::copy(Node::Fd(s.as_fd()), Node::Fd(dst.as_fd())) {
+            Ok(n) => n,
+            Err(XattrError::Source(_)) => 0,
+            Err(e) => return Err(e.into()),
+        },
+        None => 0,
+    };
+    fsaccess::set_times(dst, meta.atime, meta.mtime).map_err(t)?;
+    Ok(skipped)
+}
+
+/// Owner, mode (not for symlinks), xattrs and times of a symlink or special file `name` in
+/// `dst`, copied from `src_name` in `src` — all without following either.
+pub fn apply_at_metadata(src: &Dir, src_name: &OsStr, dst: &Dir, name: &OsStr, meta: &Meta) -> Result<usize, CopyError> {
+    let t = CopyError::Target;
+    match dst.chown_at(name, meta.uid, meta.gid) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !is_root() => {}
+        r => r.map_err(t)?,
+    }
+    if !meta.is_symlink() {
+        // A node this run just made in its own directory: chmod by name cannot be redirected.
+        rustix::fs::chmodat(dst, name, rustix::fs::Mode::from_raw_mode(meta.perm()), rustix::fs::AtFlags::empty())
+            .map_err(|e| t(e.into()))?;
+    }
+    let skipped = xattr::copy(Node::At(src, src_name), Node::At(dst, name))?;
+    dst.set_times_at(name, meta.atime, meta.mtime).map_err(t)?;
     Ok(skipped)
 }
 
@@ -91,21 +133,6 @@ fn umask() -> u32 {
             .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok())))
             .unwrap_or(0o777)
     })
-}
-
-fn timestamps(meta: &Metadata) -> Timestamps {
-    Timestamps {
-        last_access: Timespec { tv_sec: meta.atime(), tv_nsec: meta.atime_nsec() as _ },
-        last_modification: Timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() as _ },
-    }
-}
-
-fn open_source(src: &Path) -> io::Result<File> {
-    // O_NOATIME keeps the backup from touching access times; only the owner or root may ask.
-    match OpenOptions::new().read(true).custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW).open(src) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(src),
-        r => r,
-    }
 }
 
 /// Copies the `len` bytes the walk saw. A file that grew since is copied as it was then
@@ -177,9 +204,8 @@ fn copy_sparse(input: &mut File, out: &mut File, hasher: &mut blake3::Hasher, bu
     Ok(pos)
 }
 
-/// Hashes a file's contents.
-pub fn hash_file(path: &Path, buf: &mut Vec<u8>) -> io::Result<([u8; 32], u64)> {
-    let mut f = open_source(path)?;
+/// Hashes an open file's contents.
+pub fn hash_file(f: &mut File, buf: &mut Vec<u8>) -> io::Result<([u8; 32], u64)> {
     buf.resize(BUF_SIZE, 0);
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
@@ -196,132 +222,16 @@ pub fn hash_file(path: &Path, buf: &mut Vec<u8>) -> io::Result<([u8; 32], u64)> 
     Ok((*hasher.finalize().as_bytes(), total))
 }
 
-/// Something extended attributes can be read from or written to.
-#[derive(Clone, Copy)]
-pub enum Node<'a> {
-    /// A path, not followed if it is a symlink.
-    Path(&'a Path),
-    Fd(&'a File),
-}
-
-impl Node<'_> {
-    fn list_query(self) -> rustix::io::Result<usize> {
-        match self {
-            Node::Path(p) => rustix::fs::llistxattr_query(p),
-            Node::Fd(f) => rustix::fs::flistxattr_query(f),
-        }
-    }
-    fn list(self, buf: &mut [u8]) -> rustix::io::Result<usize> {
-        match self {
-            Node::Path(p) => rustix::fs::llistxattr(p, buf),
-            Node::Fd(f) => rustix::fs::flistxattr(f, buf),
-        }
-    }
-    fn get_query(self, name: &OsStr) -> rustix::io::Result<usize> {
-        match self {
-            Node::Path(p) => rustix::fs::lgetxattr_query(p, name),
-            Node::Fd(f) => rustix::fs::fgetxattr_query(f, name),
-        }
-    }
-    fn get(self, name: &OsStr, buf: &mut [u8]) -> rustix::io::Result<usize> {
-        match self {
-            Node::Path(p) => rustix::fs::lgetxattr(p, name, buf),
-            Node::Fd(f) => rustix::fs::fgetxattr(f, name, buf),
-        }
-    }
-    fn set(self, name: &OsStr, value: &[u8]) -> rustix::io::Result<()> {
-        match self {
-            Node::Path(p) => rustix::fs::lsetxattr(p, name, value, XattrFlags::empty()),
-            Node::Fd(f) => rustix::fs::fsetxattr(f, name, value, XattrFlags::empty()),
-        }
-    }
-}
-
-/// Copies extended attributes (POSIX ACLs among them) from `src` to `dst`.
-/// Attributes the target cannot hold (no support, or not permitted) are skipped:
-/// returns how many were. Source read failures are errors of the source.
-pub fn copy_xattrs(src: Node, dst: Node) -> Result<usize, CopyError> {
-    let n = match src.list_query() {
-        Ok(0) => return Ok(0),
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(0),
-        Err(e) => return Err(CopyError::Source(e.into())),
-    };
-    // Attributes can be added between the two calls: leave room and retry on ERANGE.
-    let mut names = vec![0u8; n + 256];
-    let n = loop {
-        match src.list(&mut names) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 2, 0),
-            Err(e) => return Err(CopyError::Source(e.into())),
-        }
-    };
-    names.truncate(n);
-    let mut skipped = 0;
-    let mut value = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let name = OsStr::from_bytes(name);
-        let len = match src.get_query(name) {
-            Ok(l) => l,
-            Err(rustix::io::Errno::NODATA) => continue,
-            Err(e) => return Err(CopyError::Source(e.into())),
-        };
-        value.resize(len + 256, 0);
-        let l = match src.get(name, &mut value) {
-            Ok(l) => l,
-            Err(rustix::io::Errno::NODATA) => continue,
-            Err(e) => return Err(CopyError::Source(e.into())),
-        };
-        match dst.set(name, &value[..l]) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::NOTSUP | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS) => skipped += 1,
-            Err(e) => return Err(CopyError::Target(e.into())),
-        }
-    }
-    Ok(skipped)
-}
-
-/// Applies owner, mode, xattrs and times of `meta`/`src` to `dst`, in the order that keeps
-/// each step from undoing the last (chown clears set-id bits; any change touches ctime only).
-/// Owner changes that are not permitted (not root) are skipped silently, like `cp -a`.
-pub fn apply_metadata(src: &Path, dst: &Path, meta: &Metadata, with_xattrs: bool) -> Result<usize, CopyError> {
-    apply_metadata_inner(src, dst, meta, with_xattrs)
-}
-
-fn apply_metadata_inner(src: &Path, dst: &Path, meta: &Metadata, with_xattrs: bool) -> Result<usize, CopyError> {
-    let t = CopyError::Target;
-    let is_link = meta.file_type().is_symlink();
-    match std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !is_root() => {}
-        Err(e) => return Err(t(e)),
-    }
-    if !is_link {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(t)?;
-    }
-    let skipped = if with_xattrs { copy_xattrs(Node::Path(src), Node::Path(dst))? } else { 0 };
-    set_times(dst, meta).map_err(t)?;
-    Ok(skipped)
-}
-
-pub fn set_times(dst: &Path, meta: &Metadata) -> io::Result<()> {
-    rustix::fs::utimensat(CWD, dst, &timestamps(meta), AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok(())
-}
-
-/// Recreates a fifo, device or socket node.
-pub fn make_special(dst: &Path, meta: &Metadata) -> io::Result<()> {
-    use rustix::fs::{FileType, Mode};
-    let ft = FileType::from_raw_mode(meta.mode());
-    rustix::fs::mknodat(CWD, dst, ft, Mode::from_raw_mode(0o600), meta.rdev() as _)?;
-    Ok(())
+/// Recreates a fifo, device or socket node `name` in `dst` (owner-only until its metadata
+/// is applied).
+pub fn make_special(dst: &Dir, name: &OsStr, meta: &Meta) -> io::Result<()> {
+    dst.mknod(name, (meta.mode & libc::S_IFMT) | 0o600, meta.rdev)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::fs::{FileExt, MetadataExt};
 
     #[test]
     fn sparse_copy_keeps_holes_and_hash() {
@@ -332,10 +242,12 @@ mod tests {
         f.write_all_at(b"middle", 8 << 20).unwrap();
         f.set_len(32 << 20).unwrap();
         drop(f);
-        let meta = fs::symlink_metadata(&src).unwrap();
+        let d = Dir::open_path(dir.path()).unwrap();
+        let meta = d.stat(OsStr::new("s")).unwrap();
         let dst = dir.path().join("d");
         let mut buf = Vec::new();
-        let c = copy_file(&src, &dst, &meta, &mut buf).unwrap();
+        let (mut input, _) = d.open_file(OsStr::new("s"), Some(&meta)).unwrap();
+        let c = copy_file(&mut input, &meta, meta.perm(), &d, OsStr::new("d"), &mut buf).unwrap();
         let expected = blake3::hash(&fs::read(&src).unwrap());
         assert_eq!(&c.hash, expected.as_bytes());
         assert_eq!(fs::read(&dst).unwrap(), fs::read(&src).unwrap());

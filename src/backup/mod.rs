@@ -7,9 +7,10 @@
 //! `b3sum --check` lines) and `info.json` (counts). See `man/offdisk-format.5`.
 //!
 //! Life cycle: a run writes into `.partial-<name>/`, links files unchanged since the
-//! previous generation, copies the rest (hashing in the same pass), applies directory
-//! metadata, syncs the filesystem, and only then renames the partial directory to its final
-//! name. Retention pruning runs after that. Each step is a pure decision followed by its
+//! previous generation, copies the rest (hashing in the same pass), applies each
+//! directory's metadata on its handle once its children are written, checks the shrink
+//! guard, syncs the filesystem, and only then renames the partial directory to its final
+//! name. All of it goes through [`crate::fsaccess`]: nothing on either side is followed. Retention pruning runs after that. Each step is a pure decision followed by its
 //! application: [`retention::plan`] decides what to prune, [`engine`] decides link or copy
 //! per file before a worker does it.
 
@@ -26,7 +27,7 @@ pub mod walk;
 use crate::error::{exit, Diagnose};
 use crate::fsaccess::{state, Dir};
 use generation::{Generation, Root, RootError, PARTIAL_PREFIX};
-use record::{Kind, Record, INFO_FILE, MANIFEST_FILE, METADATA_FILE, TREE_DIR};
+use record::{Record, INFO_FILE, MANIFEST_FILE, METADATA_FILE, TREE_DIR};
 use retention::Retention;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
@@ -61,6 +62,9 @@ pub enum BackupError {
     /// where a file or directory belongs): refused, nothing followed.
     #[error("{}: {why}", .path.display())]
     Refused { path: PathBuf, why: String },
+    /// The shrink guard refused the run; no generation was made and nothing was pruned.
+    #[error("source {name} {detail}; no generation was made and nothing was pruned")]
+    Shrunk { name: String, detail: String },
     #[error("stopped before the run was complete; every complete generation was left intact")]
     Stopped,
 }
@@ -81,6 +85,9 @@ impl Diagnose for BackupError {
                 "lower the retention (--keep-*) so more old generations are pruned, exclude more, or use a bigger disk".into(),
             ),
             BackupError::NoSuchGeneration(_) => Some("`offdisk generations` lists them".into()),
+            BackupError::Shrunk { .. } => Some(
+                "check that the source is mounted and complete; if the loss is intended, run again with --allow-shrink (or set allow_shrink = true for the disk)".into(),
+            ),
             BackupError::Metadata { .. } => Some("`offdisk verify` reports what else is damaged".into()),
             BackupError::Root(RootError::Missing(_) | RootError::NotADirectory(_)) => {
                 Some("check the path; offdisk makes only generations/ inside an existing directory".into())
@@ -100,7 +107,8 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BackupError + '_ {
     move |error| BackupError::Io { path: path.to_path_buf(), error }
 }
 
-/// `info.json`: counts for one generation (format version 1).
+/// `info.json`: counts for one generation (format version 2: adds `incomplete`,
+/// `source_totals` and `rechecked_files`; version 1 files read with those empty).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GenerationInfo {
     pub format: u32,
@@ -120,6 +128,95 @@ pub struct GenerationInfo {
     pub linked_files: u64,
     pub warnings: u64,
     pub seconds: f64,
+    /// Files re-hashed because their ctime, inode or device changed.
+    #[serde(default)]
+    pub rechecked_files: u64,
+    /// Set when some entries are not in the generation (see [`NOT_BACKED_UP_FILE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
+    /// Files and bytes per source, for the shrink guard of the next run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_totals: Vec<SourceTotal>,
+}
+
+/// Written in `info.json` of a generation that does not hold everything its sources had.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Incomplete {
+    /// Entries that could not be backed up (permission denied, I/O error, a name the
+    /// target cannot hold, ...).
+    pub not_backed_up: u64,
+    /// Entries that vanished or were replaced while the run read them.
+    pub vanished: u64,
+    /// The first ten paths; all of them are in [`NOT_BACKED_UP_FILE`].
+    pub paths: Vec<String>,
+}
+
+/// One source's share of a generation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceTotal {
+    pub source: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// In a generation directory: every entry left out, one a line (`not-backed-up` or
+/// `vanished`, the escaped path, the reason, tab-separated).
+pub const NOT_BACKED_UP_FILE: &str = "not-backed-up.tsv";
+
+/// The shrink guard: a run whose source lost too much since the previous complete
+/// generation fails instead of becoming the newest generation (and so never causes
+/// retention to prune the generation that still holds the data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShrinkGuard {
+    /// Largest loss accepted, in percent of a source's files or of its bytes.
+    pub max_loss_percent: u32,
+    /// Accept any loss (`--allow-shrink`).
+    pub allow: bool,
+}
+
+impl Default for ShrinkGuard {
+    fn default() -> Self {
+        ShrinkGuard { max_loss_percent: DEFAULT_SHRINK_PERCENT, allow: false }
+    }
+}
+
+pub const DEFAULT_SHRINK_PERCENT: u32 = 50;
+
+/// Pure: why source totals `now` are refused against `before` under `guard`, or `None`.
+pub fn shrink_refusal(before: &SourceTotal, now: &SourceTotal, guard: &ShrinkGuard) -> Option<String> {
+    if guard.allow || before.files == 0 {
+        return None;
+    }
+    if now.files == 0 {
+        return Some(format!("is empty now but held {} files ({}) in the previous generation", before.files, human(before.bytes)));
+    }
+    let lost = |b: u64, n: u64| if n >= b || b == 0 { 0 } else { ((b - n) as u128 * 100 / b as u128) as u32 };
+    let (lf, lb) = (lost(before.files, now.files), lost(before.bytes, now.bytes));
+    if lf > guard.max_loss_percent || lb > guard.max_loss_percent {
+        return Some(format!(
+            "has {} files ({}) now against {} files ({}) in the previous generation: {lf}% of its files and {lb}% of its bytes gone, more than the {}% allowed",
+            now.files,
+            human(now.bytes),
+            before.files,
+            human(before.bytes),
+            guard.max_loss_percent
+        ));
+    }
+    None
+}
+
+fn human(n: u64) -> String {
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut u = 0;
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
 }
 
 /// Largest `info.json` accepted.
@@ -149,6 +246,37 @@ pub struct BackupOptions {
     pub time: Option<i64>,
     /// Set from outside (a signal) to stop at the next safe point.
     pub stop: Stop,
+    pub shrink: ShrinkGuard,
+}
+
+impl BackupSummary {
+    /// The run's exit status: [`exit::PARTIAL`] when entries could not be backed up,
+    /// else [`exit::VANISHED`] when some vanished while being read, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if !self.not_backed_up.is_empty() {
+            exit::PARTIAL
+        } else if !self.vanished.is_empty() {
+            exit::VANISHED
+        } else {
+            exit::OK
+        }
+    }
+}
+
+impl BackupOptions {
+    /// `sources` into `root` with the defaults: no excludes, one filesystem, no retention.
+    pub fn new(root: &Path, sources: &[PathBuf]) -> BackupOptions {
+        BackupOptions {
+            root: root.to_path_buf(),
+            sources: sources.to_vec(),
+            walk: walk::WalkOptions { one_file_system: true, ..Default::default() },
+            retention: Retention::default(),
+            threads: default_threads(),
+            time: None,
+            stop: Stop::default(),
+            shrink: ShrinkGuard::default(),
+        }
+    }
 }
 
 /// A request to stop a running backup, verify or restore at its next safe point: between
@@ -180,9 +308,10 @@ impl Stop {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
-    /// Walking the sources, linking and copying files.
+    /// Walking the sources, linking and copying files (directory metadata is applied as
+    /// each directory is finished).
     Copying,
-    /// Directory metadata, then making everything durable before the generation is complete.
+    /// The shrink guard, then making everything durable before the generation is complete.
     Syncing,
     /// Removing generations the retention policy no longer keeps.
     Pruning,
@@ -206,6 +335,9 @@ pub struct BackupSummary {
     pub info: GenerationInfo,
     pub path: PathBuf,
     pub warnings: Vec<String>,
+    /// Entries not in the generation, all of them (the info holds the first ten).
+    pub not_backed_up: Vec<engine::MissedEntry>,
+    pub vanished: Vec<engine::MissedEntry>,
     pub pruned: Vec<String>,
     pub prune_seconds: f64,
     /// Leftovers of interrupted runs removed first.
@@ -250,6 +382,7 @@ pub fn backup_observed(opts: &BackupOptions, on: &mut dyn FnMut(EngineEvent<'_>)
         return Err(BackupError::Invalid("no sources given".into()));
     }
     let root = Root::open(&opts.root)?;
+    crate::fsaccess::raise_fd_limit();
     let gen_dir = root.generations_path();
     let gens_dir = root.generations_or_create()?;
     let _lock = lock_root(&root)?;
@@ -266,7 +399,14 @@ pub fn backup_observed(opts: &BackupOptions, on: &mut dyn FnMut(EngineEvent<'_>)
     let sources = walk::normalise_sources(sources);
     let mut walk_opts = opts.walk.clone();
     // Never back up the backup itself.
-    walk_opts.skip.push(walk::Source::host(&opts.root).map_err(io_at(&opts.root))?.abs);
+    let root_meta = root.dir.meta().map_err(io_at(&opts.root))?;
+    walk_opts.skip.push((root_meta.dev, root_meta.ino));
+    let same_fs_warnings: Vec<String> = opts
+        .sources
+        .iter()
+        .filter(|s| walk::source_meta(s).is_ok_and(|m| m.dev == root_meta.dev))
+        .map(|s| format!("{}: this backup is on the same disk as its data (the target is on the same filesystem as this source)", s.display()))
+        .collect();
 
     let time = opts.time.unwrap_or_else(now);
     let list = || generation::list_in(&gens_dir, &gen_dir).map_err(io_at(&gen_dir));
@@ -312,7 +452,8 @@ pub fn backup_observed(opts: &BackupOptions, on: &mut dyn FnMut(EngineEvent<'_>)
         Err(Attempt::Failed(e)) => return Err(e),
         Ok(m) => m,
     };
-    let (info, path, warnings) = made;
+    let Made { info, path, mut warnings, not_backed_up, vanished } = made;
+    warnings.splice(0..0, same_fs_warnings);
 
     // Retention runs only now that the new generation is complete and synced.
     let gens = list()?;
@@ -335,7 +476,15 @@ pub fn backup_observed(opts: &BackupOptions, on: &mut dyn FnMut(EngineEvent<'_>)
         pruned.push(g.name.clone());
     }
     prune_seconds += started.elapsed().as_secs_f64();
-    Ok(BackupSummary { info, path, warnings, pruned, prune_seconds, cleaned })
+    Ok(BackupSummary { info, path, warnings, not_backed_up, vanished, pruned, prune_seconds, cleaned })
+}
+
+struct Made {
+    info: GenerationInfo,
+    path: PathBuf,
+    warnings: Vec<String>,
+    not_backed_up: Vec<engine::MissedEntry>,
+    vanished: Vec<engine::MissedEntry>,
 }
 
 enum Attempt {
@@ -374,7 +523,7 @@ fn make_generation(
     gens: &[Generation],
     time: i64,
     on: &mut dyn FnMut(EngineEvent<'_>),
-) -> Result<(GenerationInfo, PathBuf, Vec<String>), Attempt> {
+) -> Result<Made, Attempt> {
     let started = Instant::now();
     let gen_dir = generation::generations_dir(&opts.root);
     let (name, time, _) = generation::next_name(gens, time);
@@ -391,10 +540,10 @@ fn make_generation(
     };
     let tree = partial.join(TREE_DIR);
     gens_dir.create_dir(OsStr::new(&partial_name), 0o755).map_err(|e| fail(&partial, e))?;
-    let result = (|| -> Result<(GenerationInfo, Vec<String>), Attempt> {
+    let result = (|| -> Result<(GenerationInfo, Vec<String>, engine::Stats), Attempt> {
         let pdir = gens_dir.open_dir(OsStr::new(&partial_name)).map_err(|e| fail(&partial, e))?;
         pdir.create_dir(OsStr::new(TREE_DIR), 0o755).map_err(|e| fail(&tree, e))?;
-        let tree_dir = pdir.open_dir(OsStr::new(TREE_DIR)).map_err(|e| fail(&tree, e))?;
+        let tree_dir = std::sync::Arc::new(pdir.open_dir(OsStr::new(TREE_DIR)).map_err(|e| fail(&tree, e))?);
         let create = |n: &str| -> Result<File, Attempt> { pdir.create_file(OsStr::new(n), 0o644).map_err(|e| fail(&partial.join(n), e)) };
         let (meta_file, manifest_file) = (create(METADATA_FILE)?, create(MANIFEST_FILE)?);
         let buffered = |f: &File| -> Result<BufWriter<File>, Attempt> {
@@ -414,8 +563,18 @@ fn make_generation(
             },
             None => None,
         };
+        // The previous generation's counts, for the shrink guard.
+        let expected = gens.last().and_then(|g| read_info_in(gens_dir, &g.name));
         let walker = walk::Walker::new(sources.to_vec(), walk_opts.clone());
-        let popts = engine::PipelineOptions { dst_root: tree.clone(), threads: opts.threads, mode: engine::Mode::Backup, stop: opts.stop.clone() };
+        let popts = engine::PipelineOptions {
+            dst_root: std::sync::Arc::clone(&tree_dir),
+            dst_shown: tree.clone(),
+            threads: opts.threads,
+            mode: engine::Mode::Backup,
+            devices: true,
+            setid: true,
+            stop: opts.stop.clone(),
+        };
         on(EngineEvent::Step(Step::Copying));
         let flusher = Flusher::start(gens_dir);
         let stats = engine::run(walker, previous, &popts, &mut |r| w.write(r), &mut |s| on(EngineEvent::Stats(s)));
@@ -433,24 +592,43 @@ fn make_generation(
 
         opts.stop.check()?;
         on(EngineEvent::Step(Step::Syncing));
-        // Directory metadata last, streaming the records just written.
-        let reader = record::MetadataReader::open_in(&pdir, METADATA_FILE)
-            .map_err(|e| Attempt::Failed(BackupError::Metadata { generation: name.clone(), error: e }))?;
-        for r in reader {
-            let r = r.map_err(|e| Attempt::Failed(BackupError::Metadata { generation: name.clone(), error: e }))?;
-            if r.kind == Kind::Dir {
-                let dst = engine::dst_path(&tree, &r.path);
-                if let Err(e) = engine::apply_dir_record(&Path::new("/").join(&r.path), &dst, &r) {
-                    let e = match e {
-                        copy::CopyError::Source(e) | copy::CopyError::Target(e) => e,
-                    };
-                    return Err(fail(&dst, e));
+        // Per-source totals, and the shrink guard against the previous complete generation.
+        let source_totals: Vec<SourceTotal> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let t = stats.per_source.get(i).copied().unwrap_or_default();
+                SourceTotal { source: s.abs.to_string_lossy().into_owned(), files: t.files, bytes: t.bytes }
+            })
+            .collect();
+        if let Some(g) = gens.last() {
+            let before = previous_totals(gens_dir, g, expected.as_ref(), sources);
+            for (now, before) in source_totals.iter().zip(before) {
+                if let Some(detail) = before.as_ref().and_then(|b| shrink_refusal(b, now, &opts.shrink)) {
+                    return Err(Attempt::Failed(BackupError::Shrunk { name: now.source.clone(), detail }));
                 }
             }
         }
 
+        // Everything left out, listed in the generation itself.
+        let incomplete = if stats.not_backed_up.is_empty() && stats.vanished.is_empty() {
+            None
+        } else {
+            let mut text = String::new();
+            for (kind, list) in [("not-backed-up", &stats.not_backed_up), ("vanished", &stats.vanished)] {
+                for m in list {
+                    text.push_str(&format!("{kind}\t{}\t{}\n", record::escape(m.path.as_os_str().as_encoded_bytes()), record::escape(m.reason.as_bytes())));
+                }
+            }
+            let mut f = create(NOT_BACKED_UP_FILE)?;
+            f.write_all(text.as_bytes()).map_err(|e| fail(&partial.join(NOT_BACKED_UP_FILE), e))?;
+            f.sync_all().map_err(|e| fail(&partial.join(NOT_BACKED_UP_FILE), e))?;
+            let paths = stats.not_backed_up.iter().chain(stats.vanished.iter()).take(10).map(|m| m.path.to_string_lossy().into_owned()).collect();
+            Some(Incomplete { not_backed_up: stats.not_backed_up.len() as u64, vanished: stats.vanished.len() as u64, paths })
+        };
+
         let info = GenerationInfo {
-            format: 1,
+            format: 2,
             name: name.clone(),
             time,
             created: generation::format_time_iso(time),
@@ -466,6 +644,9 @@ fn make_generation(
             linked_files: stats.linked_files,
             warnings: warnings.len() as u64,
             seconds: started.elapsed().as_secs_f64(),
+            rechecked_files: stats.rechecked_files,
+            incomplete,
+            source_totals,
         };
         let info_path = partial.join(INFO_FILE);
         let json = serde_json::to_vec_pretty(&info).map_err(|e| Attempt::Failed(BackupError::Invalid(e.to_string())))?;
@@ -482,10 +663,10 @@ fn make_generation(
         // The last moment a stop can still leave no new generation behind.
         opts.stop.check()?;
         generation::complete(gens_dir, OsStr::new(&partial_name), OsStr::new(&name)).map_err(|e| fail(&final_path, e))?;
-        Ok((info, warnings))
+        Ok((info, warnings, stats))
     })();
     match result {
-        Ok((info, warnings)) => Ok((info, final_path, warnings)),
+        Ok((info, warnings, stats)) => Ok(Made { info, path: final_path, warnings, not_backed_up: stats.not_backed_up, vanished: stats.vanished }),
         // Stopped (a signal; the disk may be going away): leave the partial generation for the
         // next run to clean up, so teardown stays quick.
         Err(e @ Attempt::Failed(BackupError::Stopped)) => Err(e),
@@ -495,6 +676,32 @@ fn make_generation(
             Err(e)
         }
     }
+}
+
+/// Files and bytes each source had in generation `g`: from its `info.json` when it lists
+/// them, else summed from its `metadata.tsv` (generations made before the totals existed).
+fn previous_totals(gens_dir: &Dir, g: &Generation, info: Option<&GenerationInfo>, sources: &[walk::Source]) -> Vec<Option<SourceTotal>> {
+    let name = |s: &walk::Source| s.abs.to_string_lossy().into_owned();
+    if let Some(i) = info.filter(|i| !i.source_totals.is_empty()) {
+        return sources.iter().map(|s| i.source_totals.iter().find(|t| t.source == name(s)).cloned()).collect();
+    }
+    let Ok(reader) = gens_dir.open_dir(OsStr::new(&g.name)).map_err(record::RecordError::from).and_then(|d| record::MetadataReader::open_in(&d, METADATA_FILE)) else {
+        return vec![None; sources.len()];
+    };
+    let mut out: Vec<SourceTotal> = sources.iter().map(|s| SourceTotal { source: name(s), files: 0, bytes: 0 }).collect();
+    let mut seen = vec![false; sources.len()];
+    for r in reader {
+        let Ok(r) = r else { return vec![None; sources.len()] };
+        if let Some(i) = sources.iter().position(|s| r.path.starts_with(&s.rel)) {
+            seen[i] = true;
+            if r.kind.has_content() {
+                out[i].files += 1;
+                out[i].bytes += r.size;
+            }
+        }
+    }
+    // A source the previous generation did not have is new: nothing to compare.
+    out.into_iter().zip(seen).map(|(t, seen)| seen.then_some(t)).collect()
 }
 
 /// Starts writeback while the copy is still running: without it the kernel holds every

@@ -9,9 +9,11 @@ use std::io::{self, BufRead, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-/// Version written in the header of `metadata.tsv`.
-pub const METADATA_VERSION: u32 = 1;
-pub const METADATA_HEADER: &str = "#offdisk-metadata\tversion=1";
+/// Version written in the header of `metadata.tsv`. Version 2 adds the source file's
+/// identity (ctime, device, inode, link count) for change detection; version 1 is still read.
+pub const METADATA_VERSION: u32 = 2;
+pub const METADATA_HEADER: &str = "#offdisk-metadata\tversion=2";
+pub const METADATA_HEADER_V1: &str = "#offdisk-metadata\tversion=1";
 pub const METADATA_FILE: &str = "metadata.tsv";
 pub const MANIFEST_FILE: &str = "manifest.b3";
 pub const INFO_FILE: &str = "info.json";
@@ -81,6 +83,21 @@ pub struct Record {
     pub path: PathBuf,
     /// Symlink target; for `HardLink`, the earlier path; for devices, `major:minor`.
     pub target: Option<Vec<u8>>,
+    /// The source object's identity when it was backed up (version 2; `None` from version 1
+    /// files, whose entries are then re-examined once).
+    pub src: Option<SourceId>,
+}
+
+/// Identity of the source object a record was made from: a file is reused (hard-linked from
+/// the previous generation) only when this is unchanged along with type, size and mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceId {
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub dev: u64,
+    pub ino: u64,
+    /// Link count in the source: more than 1 means the file was one of a hard-link group.
+    pub nlink: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,10 +186,16 @@ pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
 
 impl Record {
     /// The `metadata.tsv` line, newline included.
+    /// The version-2 line: kind, mode, uid, gid, size, mtime, ctime, dev, ino, nlink, hash,
+    /// path[, target] (the source identity as `-` fields when unknown).
     pub fn to_line(&self) -> String {
         let hash = self.hash.as_ref().map(hex).unwrap_or_else(|| "-".into());
+        let id = match &self.src {
+            Some(s) => format!("{}.{:09}\t{}\t{}\t{}", s.ctime_sec, s.ctime_nsec, s.dev, s.ino, s.nlink),
+            None => "-\t-\t-\t-".to_string(),
+        };
         let mut line = format!(
-            "{}\t{:04o}\t{}\t{}\t{}\t{}.{:09}\t{}\t{}",
+            "{}\t{:04o}\t{}\t{}\t{}\t{}.{:09}\t{}\t{}\t{}",
             self.kind.letter(),
             self.mode,
             self.uid,
@@ -180,6 +203,7 @@ impl Record {
             self.size,
             self.mtime_sec,
             self.mtime_nsec,
+            id,
             hash,
             escape(self.path.as_os_str().as_bytes()),
         );
@@ -191,9 +215,36 @@ impl Record {
         line
     }
 
+    /// Parses a version-2 line.
     pub fn parse_line(line: &str, lineno: u64) -> Result<Record, RecordError> {
+        Self::parse_line_version(line, lineno, METADATA_VERSION)
+    }
+
+    /// Parses a line of a `metadata.tsv` of `version` (1 or 2).
+    pub fn parse_line_version(line: &str, lineno: u64, version: u32) -> Result<Record, RecordError> {
         let bad = |reason: &str| RecordError::Malformed { line: lineno, reason: reason.to_string() };
-        let f: Vec<&str> = line.split('\t').collect();
+        let mut f: Vec<&str> = line.split('\t').collect();
+        let mut src = None;
+        if version >= 2 {
+            if f.len() != 12 && f.len() != 13 {
+                return Err(bad("wrong number of fields"));
+            }
+            let id: Vec<&str> = f.drain(6..10).collect();
+            if id != ["-", "-", "-", "-"] {
+                let (cs, cn) = id[0].split_once('.').ok_or_else(|| bad("bad ctime"))?;
+                let ctime_nsec: u32 = cn.parse().map_err(|_| bad("bad ctime"))?;
+                if cn.len() != 9 || ctime_nsec >= 1_000_000_000 {
+                    return Err(bad("bad ctime nanoseconds"));
+                }
+                src = Some(SourceId {
+                    ctime_sec: cs.parse().map_err(|_| bad("bad ctime"))?,
+                    ctime_nsec,
+                    dev: id[1].parse().map_err(|_| bad("bad device"))?,
+                    ino: id[2].parse().map_err(|_| bad("bad inode"))?,
+                    nlink: id[3].parse().map_err(|_| bad("bad link count"))?,
+                });
+            }
+        }
         if f.len() != 8 && f.len() != 9 {
             return Err(bad("wrong number of fields"));
         }
@@ -223,7 +274,7 @@ impl Record {
         if kind.has_content() && hash.is_none() {
             return Err(bad("file without hash"));
         }
-        Ok(Record { kind, mode, uid, gid, size, mtime_sec, mtime_nsec, hash, path, target })
+        Ok(Record { kind, mode, uid, gid, size, mtime_sec, mtime_nsec, hash, path, target, src })
     }
 }
 
@@ -280,6 +331,8 @@ pub struct MetadataReader<R> {
     line: u64,
     buf: Vec<u8>,
     done: bool,
+    /// Format version from the header (1 or 2).
+    pub version: u32,
 }
 
 impl<R: BufRead> MetadataReader<R> {
@@ -289,10 +342,12 @@ impl<R: BufRead> MetadataReader<R> {
         read_line_bounded(&mut inner, &mut header, 4096)?;
         let header = String::from_utf8_lossy(&header);
         let header = header.trim_end_matches('\n');
-        if header != METADATA_HEADER {
-            return Err(RecordError::Version(header.chars().take(80).collect()));
-        }
-        Ok(MetadataReader { inner, line: 1, buf: Vec::new(), done: false })
+        let version = match header {
+            METADATA_HEADER => 2,
+            METADATA_HEADER_V1 => 1,
+            _ => return Err(RecordError::Version(header.chars().take(80).collect())),
+        };
+        Ok(MetadataReader { inner, line: 1, buf: Vec::new(), done: false, version })
     }
 }
 
@@ -318,7 +373,7 @@ impl<R: BufRead> Iterator for MetadataReader<R> {
                     Some(Err(RecordError::Malformed { line: self.line, reason: "truncated line".into() }))
                 } else {
                     match std::str::from_utf8(&self.buf[..self.buf.len() - 1]) {
-                        Ok(l) => Some(Record::parse_line(l, self.line)),
+                        Ok(l) => Some(Record::parse_line_version(l, self.line, self.version)),
                         Err(_) => Some(Err(RecordError::Malformed { line: self.line, reason: "not UTF-8".into() })),
                     }
                 }
@@ -381,6 +436,7 @@ mod tests {
             hash: Some([0xab; 32]),
             path: PathBuf::from(std::ffi::OsString::from_vec(b"a/b\tc\xff".to_vec())),
             target: None,
+            src: Some(SourceId { ctime_sec: 1_700_000_000, ctime_nsec: 999_999_999, dev: 64769, ino: 1 << 40, nlink: 2 }),
         };
         let line = r.to_line();
         let back = Record::parse_line(line.trim_end_matches('\n'), 2).unwrap();
@@ -390,11 +446,27 @@ mod tests {
         l.hash = None;
         l.target = Some(b"../x y".to_vec());
         assert_eq!(Record::parse_line(l.to_line().trim_end_matches('\n'), 3).unwrap(), l);
+        l.src = None;
+        assert_eq!(Record::parse_line(l.to_line().trim_end_matches('\n'), 4).unwrap(), l);
+    }
+
+    #[test]
+    fn version_1_files_are_still_read() {
+        let text = "#offdisk-metadata\tversion=1\nd\t0755\t0\t0\t0\t5.000000000\t-\t\nf\t0644\t1\t2\t3\t6.000000007\t".to_string()
+            + &"ab".repeat(32)
+            + "\ta\n";
+        let r: Vec<_> = MetadataReader::new(text.as_bytes()).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[1].size, r[1].mtime_nsec, r[1].src), (3, 7, None));
+        assert!(MetadataReader::new(&b"#offdisk-metadata\tversion=3\n"[..]).is_err());
     }
 
     #[test]
     fn hostile_lines_are_errors_not_panics() {
         for line in ["", "f", "f\t0644\t0\t0\t1\t1.000000000\tzz\ta", "f\t0644\t0\t0\t1\t1.0\t-\ta", "d\t0755\t0\t0\t0\t1.000000000\t-\t../etc", "d\t0755\t0\t0\t0\t1.000000000\t-\t/abs", "x\t0\t0\t0\t0\t0.000000000\t-\ta", "d\t0755\t0\t0\t0\t1.000000000\t-\ta\\"] {
+            assert!(Record::parse_line_version(line, 1, 1).is_err(), "{line:?}");
+        }
+        for line in ["d\t0755\t0\t0\t0\t1.000000000\tx\t1\t2\t1\t-\ta", "d\t0755\t0\t0\t0\t1.000000000\t1.000000000\t-\t2\t1\t-\ta", "d\t0755\t0\t0\t0\t1.000000000\t-\t-\t-\t-\t-\t../a"] {
             assert!(Record::parse_line(line, 1).is_err(), "{line:?}");
         }
     }

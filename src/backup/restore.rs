@@ -6,7 +6,9 @@
 //! metadata, so a restore also reports files that rotted on the disk.
 
 use super::engine::{self, Mode, PipelineOptions, Previous, Stats};
-use super::record::{Kind, Record, TREE_DIR};
+use super::record::{Record, TREE_DIR};
+use crate::fsaccess::Dir;
+use std::sync::Arc;
 use super::walk::{normalise_sources, Source, WalkOptions, Walker};
 use super::BackupError;
 use std::path::{Component, Path, PathBuf};
@@ -18,6 +20,10 @@ pub struct RestoreOptions {
     pub paths: Vec<PathBuf>,
     pub dest: PathBuf,
     pub threads: usize,
+    /// Recreate device nodes stored in the generation (like rsync's --devices).
+    pub devices: bool,
+    /// Keep set-user-ID and set-group-ID bits of files (otherwise dropped, with a warning).
+    pub preserve_setid: bool,
 }
 
 #[derive(Debug)]
@@ -42,27 +48,53 @@ pub fn relative_in_tree(path: &Path) -> Result<PathBuf, BackupError> {
 
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
     let (_root, gens_dir, g) = super::open_generation(&opts.root, opts.generation.as_deref())?;
-    let tree = g.path.join(TREE_DIR);
+    let tree_shown = g.path.join(TREE_DIR);
+    let refused = |why: String| BackupError::Refused { path: tree_shown.clone(), why };
+    let gdir = gens_dir.open_dir(std::ffi::OsStr::new(&g.name)).map_err(|e| refused(e.to_string()))?;
+    let tree = Arc::new(gdir.open_dir(std::ffi::OsStr::new(TREE_DIR)).map_err(|e| refused(format!("tree: {e}")))?);
     let mut sources = Vec::new();
     for p in &opts.paths {
         let rel = relative_in_tree(p)?;
-        let abs = engine::dst_path(&tree, &rel);
-        if std::fs::symlink_metadata(&abs).is_err() {
-            return Err(BackupError::NotInGeneration { path: p.clone(), generation: g.name.clone() });
+        // Every component below the tree must be a real directory: a restore path that
+        // runs through a symlink stored in the generation is refused, never followed.
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let found = tree.open_beneath(parent).and_then(|d| match rel.file_name() {
+            Some(n) => d.stat(n).map(|_| ()),
+            None => Ok(()),
+        });
+        match found {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BackupError::NotInGeneration { path: p.clone(), generation: g.name.clone() })
+            }
+            Err(e) => {
+                return Err(BackupError::Refused {
+                    path: p.clone(),
+                    why: format!("cannot be restored from {}: a component of it is not a directory in the generation (a stored symbolic link is never followed): {e}", g.name),
+                })
+            }
         }
-        sources.push(Source { abs, rel });
+        sources.push(Source::beneath(Arc::clone(&tree), engine::dst_path(&tree_shown, &rel), rel));
     }
+    // DEST itself is the user's path; everything below it is reached without following.
     std::fs::create_dir_all(&opts.dest).map_err(|error| BackupError::Io { path: opts.dest.clone(), error })?;
+    let dest = Dir::open_path(&opts.dest).map_err(|error| BackupError::Io { path: opts.dest.clone(), error })?;
+    crate::fsaccess::raise_fd_limit();
     let walker = Walker::new(normalise_sources(sources), WalkOptions::default());
-    let popts = PipelineOptions { dst_root: opts.dest.clone(), threads: opts.threads, mode: Mode::Restore, stop: Default::default() };
+    let popts = PipelineOptions {
+        dst_root: Arc::new(dest),
+        dst_shown: opts.dest.clone(),
+        threads: opts.threads,
+        mode: Mode::Restore,
+        devices: opts.devices,
+        setid: opts.preserve_setid,
+        stop: Default::default(),
+    };
 
     let mut expected = Previous::open(&gens_dir, &g).ok();
-    let mut dirs: Vec<Record> = Vec::new();
     let mut damaged: Vec<String> = Vec::new();
     let mut sink = |r: &Record| -> std::io::Result<()> {
-        if r.kind == Kind::Dir {
-            dirs.push(r.clone());
-        } else if r.kind.has_content() {
+        if r.kind.has_content() {
             if let Some(exp) = expected.as_mut().and_then(|p| p.find(&r.path)) {
                 if exp.hash != r.hash {
                     damaged.push(format!("{}: content does not match the generation's checksum (damaged on the backup disk)", r.path.display()));
@@ -75,15 +107,5 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
         .map_err(|e| BackupError::Io { path: opts.dest.clone(), error: std::io::Error::other(e.to_string()) })?;
     let mut warnings = stats.warnings.clone();
     warnings.extend(damaged);
-    for r in &dirs {
-        let src = engine::dst_path(&tree, &r.path);
-        let dst = engine::dst_path(&opts.dest, &r.path);
-        if let Err(e) = engine::apply_dir_record(&src, &dst, r) {
-            let e = match e {
-                super::copy::CopyError::Source(e) | super::copy::CopyError::Target(e) => e,
-            };
-            warnings.push(format!("{}: {e}", dst.display()));
-        }
-    }
     Ok(RestoreSummary { generation: g.name, stats, warnings })
 }

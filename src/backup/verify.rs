@@ -10,8 +10,9 @@ use super::walk::WalkWarning;
 use super::{generation::Generation, BackupError};
 use serde::Serialize;
 use std::collections::HashMap;
+use crate::fsaccess::{Dir, Entry, FileKind};
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
@@ -81,9 +82,17 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BackupError> {
 
 /// [`verify`], calling `done` after each generation with the report so far.
 pub fn verify_observed(opts: &VerifyOptions, done: &mut dyn FnMut(&Generation, &VerifyReport)) -> Result<VerifyReport, BackupError> {
-    let gens: Vec<Generation> = match &opts.generation {
-        Some(g) => vec![super::pick_generation(&opts.root, Some(g))?],
-        None => super::generation::list(&opts.root)?,
+    let (gens_dir, gens): (Dir, Vec<Generation>) = match &opts.generation {
+        Some(want) => {
+            let (_, d, g) = super::open_generation(&opts.root, Some(want))?;
+            (d, vec![g])
+        }
+        None => {
+            let r = super::generation::Root::open(&opts.root)?;
+            let d = r.generations()?;
+            let gens = super::generation::list_in(&d, &r.generations_path()).map_err(|error| BackupError::Io { path: opts.root.clone(), error })?;
+            (d, gens)
+        }
     };
     if gens.is_empty() {
         return Err(BackupError::NoGenerations(opts.root.clone()));
@@ -92,7 +101,7 @@ pub fn verify_observed(opts: &VerifyOptions, done: &mut dyn FnMut(&Generation, &
     let seen: Mutex<HashMap<(u64, u64), [u8; 32]>> = Mutex::new(HashMap::new());
     for g in &gens {
         opts.stop.check()?;
-        verify_one(g, opts, &seen, &mut report);
+        verify_one(&gens_dir, g, opts, &seen, &mut report);
         opts.stop.check()?;
         report.generations.push(g.name.clone());
         done(g, &report);
@@ -101,44 +110,42 @@ pub fn verify_observed(opts: &VerifyOptions, done: &mut dyn FnMut(&Generation, &
 }
 
 struct HashJob {
-    path: PathBuf,
+    dir: Arc<Dir>,
+    name: OsString,
     shown: PathBuf,
     expected: [u8; 32],
     size: u64,
 }
 
-/// A sorted walk that reads only directories (types from `d_type`, no stat per entry):
-/// a full verify opens every file anyway and learns the rest from `fstat`.
+/// A sorted walk that reads only directories (types from `d_type`, no stat per entry),
+/// through directory handles (never following a symlink on the disk): a full verify opens
+/// every file anyway and learns the rest from `fstat`.
 struct NameWalk {
-    /// (directory on disk, its path in the tree, its remaining entries sorted descending)
-    stack: Vec<(PathBuf, PathBuf, Vec<DirName>)>,
+    /// (directory handle, its path in the tree, its remaining entries sorted descending)
+    stack: Vec<(Arc<Dir>, PathBuf, Vec<Entry>)>,
 }
 
-type DirName = (std::ffi::OsString, std::fs::FileType);
-
 struct Named {
-    abs: PathBuf,
+    dir: Arc<Dir>,
+    name: OsString,
     rel: PathBuf,
-    ft: std::fs::FileType,
+    kind: FileKind,
 }
 
 impl NameWalk {
-    fn new(root: &Path) -> (NameWalk, Option<WalkWarning>) {
+    fn new(root: Dir) -> (NameWalk, Option<WalkWarning>) {
         let mut w = NameWalk { stack: Vec::new() };
-        let warn = w.push(root.to_path_buf(), PathBuf::new()).err();
+        let warn = w.push(Arc::new(root), PathBuf::new()).err();
         (w, warn)
     }
 
-    fn push(&mut self, abs: PathBuf, rel: PathBuf) -> Result<(), WalkWarning> {
-        let mut names = Vec::new();
-        let rd = std::fs::read_dir(&abs).map_err(|error| WalkWarning { path: abs.clone(), error })?;
-        for e in rd {
-            let e = e.map_err(|error| WalkWarning { path: abs.clone(), error })?;
-            let ft = e.file_type().map_err(|error| WalkWarning { path: e.path(), error })?;
-            names.push((e.file_name(), ft));
+    fn push(&mut self, dir: Arc<Dir>, rel: PathBuf) -> Result<(), WalkWarning> {
+        let mut names = dir.entries().map_err(|error| WalkWarning::new(rel.clone(), error))?;
+        for e in names.iter_mut().filter(|e| e.kind == FileKind::Unknown) {
+            e.kind = dir.stat(&e.name).map(|m| m.kind()).map_err(|error| WalkWarning::new(rel.join(&e.name), error))?;
         }
-        names.sort_by(|a, b| b.0.as_bytes().cmp(a.0.as_bytes()));
-        self.stack.push((abs, rel, names));
+        names.reverse();
+        self.stack.push((dir, rel, names));
         Ok(())
     }
 }
@@ -147,39 +154,56 @@ impl Iterator for NameWalk {
     type Item = Result<Named, WalkWarning>;
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let (abs, rel, names) = self.stack.last_mut()?;
-            let Some((name, ft)) = names.pop() else {
+            let (dir, rel, names) = self.stack.last_mut()?;
+            let Some(e) = names.pop() else {
                 self.stack.pop();
                 continue;
             };
-            let (abs, rel) = (abs.join(&name), rel.join(&name));
-            if ft.is_dir() {
-                if let Err(w) = self.push(abs.clone(), rel.clone()) {
-                    return Some(Err(w));
+            let (dir, rel) = (Arc::clone(dir), rel.join(&e.name));
+            if e.kind == FileKind::Dir {
+                match dir.open_dir(&e.name) {
+                    Ok(child) => {
+                        if let Err(w) = self.push(Arc::new(child), rel.clone()) {
+                            return Some(Err(w));
+                        }
+                    }
+                    Err(error) => return Some(Err(WalkWarning::new(rel, error))),
                 }
             }
-            return Some(Ok(Named { abs, rel, ft }));
+            return Some(Ok(Named { dir, name: e.name, rel, kind: e.kind }));
         }
     }
 }
 
-fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, report: &mut VerifyReport) {
+fn verify_one(gens_dir: &Dir, g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, report: &mut VerifyReport) {
     let problem = |kind, path: PathBuf, detail: String| Problem { generation: g.name.clone(), kind, path, detail };
-    if !g.path.join(MANIFEST_FILE).is_file() {
+    let gdir = match gens_dir.open_dir(OsStr::new(&g.name)) {
+        Ok(d) => d,
+        Err(e) => {
+            report.problems.push(problem(ProblemKind::Damaged, PathBuf::new(), e.to_string()));
+            return;
+        }
+    };
+    if !gdir.stat(OsStr::new(MANIFEST_FILE)).is_ok_and(|m| m.is_file()) {
         report.problems.push(problem(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new()));
     }
-    let records = match crate::fsaccess::Dir::open_path(&g.path)
-        .map_err(super::record::RecordError::from)
-        .and_then(|d| MetadataReader::open_in(&d, METADATA_FILE))
-    {
+    let records = match MetadataReader::open_in(&gdir, METADATA_FILE) {
         Ok(r) => r,
         Err(e) => {
             report.problems.push(problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string()));
             return;
         }
     };
-    let tree = g.path.join(TREE_DIR);
-    let (walker, root_warning) = NameWalk::new(&tree);
+    // A tree that is not a real directory (a symlink to a host directory, say) is damage,
+    // never followed: nothing outside the disk is listed or read.
+    let tree = match gdir.open_dir(OsStr::new(TREE_DIR)) {
+        Ok(t) => t,
+        Err(e) => {
+            report.problems.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), e.to_string()));
+            return;
+        }
+    };
+    let (walker, root_warning) = NameWalk::new(tree);
     if let Some(w) = root_warning {
         report.problems.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), w.error.to_string()));
     }
@@ -236,8 +260,7 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
             }
             if let Some(Err(_)) = walk.peek() {
                 if let Some(Err(w)) = walk.next() {
-                    let rel = w.path.strip_prefix(&tree).unwrap_or(&w.path).to_path_buf();
-                    problems.lock().unwrap().push(problem(ProblemKind::Damaged, shown(&rel), w.error.to_string()));
+                    problems.lock().unwrap().push(problem(ProblemKind::Damaged, shown(&w.path), w.error.to_string()));
                 }
                 continue;
             }
@@ -272,7 +295,7 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
                         if opts.quick {
                             continue;
                         }
-                        let job = HashJob { path: e.abs, shown: shown(&r.path), expected: r.hash.unwrap_or_default(), size: r.size };
+                        let job = HashJob { dir: e.dir, name: e.name, shown: shown(&r.path), expected: r.hash.unwrap_or_default(), size: r.size };
                         batch.push(job);
                         if batch.len() >= 64 && tx.send(std::mem::take(&mut batch)).is_err() {
                             break;
@@ -296,18 +319,11 @@ fn verify_one(g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u
 /// same hash (generations share unchanged files). Returns the bytes read.
 fn check_content(job: &HashJob, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, buf: &mut Vec<u8>) -> Result<u64, String> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
-        .open(&job.path)
-        .or_else(|_| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&job.path))
-        .map_err(|e| format!("cannot read: {e}"))?;
-    let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    if meta.len() != job.size {
-        return Err(format!("size {}, expected {}", meta.len(), job.size));
+    let (mut f, meta) = job.dir.open_file(&job.name, None).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.size != job.size {
+        return Err(format!("size {}, expected {}", meta.size, job.size));
     }
-    let ino = (meta.dev(), meta.ino());
+    let ino = (meta.dev, meta.ino);
     if seen.lock().unwrap().get(&ino) == Some(&job.expected) {
         return Ok(0);
     }
@@ -339,36 +355,35 @@ fn check_content(job: &HashJob, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, buf
 /// Checks that need no reading: type always; size and mtime in quick mode (one lstat);
 /// symlink targets.
 fn compare(r: &Record, e: &Named, quick: bool) -> Option<String> {
-    let ft = e.ft;
     let type_ok = match r.kind {
-        Kind::File | Kind::HardLink => ft.is_file(),
-        Kind::Dir => ft.is_dir(),
-        Kind::Symlink => ft.is_symlink(),
-        Kind::Fifo => ft.is_fifo(),
-        Kind::CharDev => ft.is_char_device(),
-        Kind::BlockDev => ft.is_block_device(),
-        Kind::Socket => ft.is_socket(),
+        Kind::File | Kind::HardLink => e.kind == FileKind::File,
+        Kind::Dir => e.kind == FileKind::Dir,
+        Kind::Symlink => e.kind == FileKind::Symlink,
+        Kind::Fifo => e.kind == FileKind::Fifo,
+        Kind::CharDev => e.kind == FileKind::CharDev,
+        Kind::BlockDev => e.kind == FileKind::BlockDev,
+        Kind::Socket => e.kind == FileKind::Socket,
     };
     if !type_ok {
         return Some("type changed".into());
     }
     match r.kind {
         Kind::File | Kind::HardLink if quick => {
-            let meta = match std::fs::symlink_metadata(&e.abs) {
+            let meta = match e.dir.stat(&e.name) {
                 Ok(m) => m,
                 Err(err) => return Some(format!("cannot stat: {err}")),
             };
-            if meta.len() != r.size {
-                return Some(format!("size {}, expected {}", meta.len(), r.size));
+            if meta.size != r.size {
+                return Some(format!("size {}, expected {}", meta.size, r.size));
             }
-            if meta.mtime() != r.mtime_sec || meta.mtime_nsec() != r.mtime_nsec as i64 {
+            if meta.mtime != (r.mtime_sec, r.mtime_nsec) {
                 return Some("modification time changed".into());
             }
             None
         }
         Kind::Symlink => {
-            let target = std::fs::read_link(&e.abs).ok()?;
-            (r.target.as_deref() != Some(target.as_os_str().as_bytes())).then(|| "symlink target changed".into())
+            let target = e.dir.read_link(&e.name).ok()?;
+            (r.target.as_deref() != Some(target.as_bytes())).then(|| "symlink target changed".into())
         }
         _ => None,
     }

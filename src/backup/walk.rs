@@ -1,21 +1,48 @@
-//! A streaming, sorted walk of the sources.
+//! A streaming, sorted walk of the sources, through directory handles.
 //!
 //! Entries come out in `Path` order (component-wise byte order, parents before children),
 //! which is the order of `metadata.tsv`; memory is one sorted name list per open directory.
 //! Excludes, one-filesystem and CACHEDIR.TAG are decided here.
+//!
+//! Every directory is opened `O_NOFOLLOW | O_DIRECTORY` relative to its parent's handle and
+//! checked (`fstat`) to be the directory its `stat` described, so a directory swapped for a
+//! symlink during the run cannot redirect the walk: the walk reads what it holds, and depth
+//! is unlimited. Each entry carries its parent's handle and its name, so the copy opens it
+//! relative to the same handle (see [`crate::fsaccess`]).
 
-use std::ffi::OsString;
-use std::fs::{self, Metadata};
-use std::io::{self, Read};
+use crate::fsaccess::{self, hook, Dir, Meta};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// One source tree: `abs` on the host, stored at `rel` inside the generation's tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a source's own path is resolved.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A host path from the command line or the configuration: its parent is resolved as
+    /// any such path (symlinks in it followed, as the user wrote it); the source itself and
+    /// everything below is never followed.
+    Host,
+    /// A path inside an open tree (a generation, for restore): no component may be a
+    /// symlink; a restore path through a stored symlink is refused.
+    Beneath(Arc<Dir>),
+}
+
+/// One source tree: `abs` (shown in messages: the host path, or the path in the tree),
+/// stored at `rel` inside the generation's tree.
+#[derive(Debug, Clone)]
 pub struct Source {
     pub abs: PathBuf,
     pub rel: PathBuf,
+    pub origin: Origin,
+}
+
+impl PartialEq for Source {
+    fn eq(&self, o: &Source) -> bool {
+        self.abs == o.abs && self.rel == o.rel
+    }
 }
 
 impl Source {
@@ -34,7 +61,28 @@ impl Source {
             }
         }
         let rel = clean.strip_prefix("/").unwrap_or(&clean).to_path_buf();
-        Ok(Source { abs: clean, rel })
+        Ok(Source { abs: clean, rel, origin: Origin::Host })
+    }
+
+    /// `rel` inside the open `tree` (shown as `shown`).
+    pub fn beneath(tree: Arc<Dir>, shown: PathBuf, rel: PathBuf) -> Source {
+        Source { abs: shown, rel, origin: Origin::Beneath(tree) }
+    }
+
+    /// Opens the directory holding `rel` (an ancestor or the source itself, a path below
+    /// the tree root): the handle and the last component's name.
+    fn open_parent_of(&self, rel: &Path, abs: &Path) -> io::Result<(Arc<Dir>, OsString)> {
+        let name = rel.file_name().map(OsStr::to_os_string);
+        match &self.origin {
+            Origin::Host => {
+                let parent = abs.parent().unwrap_or(Path::new("/"));
+                Ok((Arc::new(Dir::open_path(parent)?), abs.file_name().map(OsStr::to_os_string).unwrap_or_default()))
+            }
+            Origin::Beneath(tree) => {
+                let parent = rel.parent().unwrap_or(Path::new(""));
+                Ok((Arc::new(tree.open_beneath(parent)?), name.unwrap_or_default()))
+            }
+        }
     }
 }
 
@@ -91,7 +139,7 @@ impl Excludes {
 
     /// Reads an exclude file: one pattern a line, `#` comments and blank lines ignored.
     pub fn add_file(&mut self, path: &Path) -> io::Result<()> {
-        let text = fs::read_to_string(path)?;
+        let text = read_exclude_file(path)?;
         for line in text.lines() {
             let line = line.trim_end();
             if line.is_empty() || line.starts_with('#') {
@@ -185,11 +233,12 @@ fn class_match(pat: &[u8], c: u8) -> Option<(bool, usize)> {
 
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
-/// True when `dir` holds a valid CACHEDIR.TAG (see bford.info/cachedir).
-pub fn has_cachedir_tag(dir: &Path) -> bool {
+/// True when the open directory holds a valid CACHEDIR.TAG (see bford.info/cachedir).
+pub fn has_cachedir_tag(dir: &Dir) -> bool {
+    use std::io::Read;
     let mut buf = [0u8; CACHEDIR_SIGNATURE.len()];
-    match fs::File::open(dir.join("CACHEDIR.TAG")) {
-        Ok(mut f) => f.read_exact(&mut buf).is_ok() && buf == CACHEDIR_SIGNATURE,
+    match dir.open_file(OsStr::new("CACHEDIR.TAG"), None) {
+        Ok((mut f, _)) => f.read_exact(&mut buf).is_ok() && buf == CACHEDIR_SIGNATURE,
         Err(_) => false,
     }
 }
@@ -199,18 +248,37 @@ pub struct WalkOptions {
     pub excludes: Excludes,
     pub one_file_system: bool,
     pub exclude_caches: bool,
-    /// Absolute paths never walked (the backup root itself).
-    pub skip: Vec<PathBuf>,
+    /// Directories never walked, by (device, inode): the backup root itself.
+    pub skip: Vec<(u64, u64)>,
 }
 
 /// One object found by the walk.
 #[derive(Debug)]
 pub struct WalkEntry {
+    /// The directory that holds it, and its name there (how the copy reaches it).
+    pub parent: Arc<Dir>,
+    pub name: OsString,
+    /// Shown in messages (the host path).
     pub src: PathBuf,
+    /// Where it is stored in the generation's tree.
     pub rel: PathBuf,
-    pub meta: Metadata,
-    /// A directory whose contents were not walked (other filesystem).
+    pub meta: Meta,
+    /// For a directory: its own open handle (None when it could not be opened).
+    pub dir: Option<Arc<Dir>>,
+    /// A directory whose contents were not walked (other filesystem, an ancestor).
     pub not_descended: bool,
+    /// Index of the source it belongs to (ancestors: the source they lead to).
+    pub source: usize,
+}
+
+/// Why an entry is missing from the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missed {
+    /// Could not be read (permission, I/O error, a name the target cannot hold): the run
+    /// is incomplete.
+    NotBackedUp,
+    /// Vanished or was replaced while the run was reading it.
+    Vanished,
 }
 
 /// A problem with one path that does not stop the walk.
@@ -218,6 +286,14 @@ pub struct WalkEntry {
 pub struct WalkWarning {
     pub path: PathBuf,
     pub error: io::Error,
+    pub missed: Missed,
+}
+
+impl WalkWarning {
+    pub fn new(path: PathBuf, error: io::Error) -> WalkWarning {
+        let missed = if error.kind() == io::ErrorKind::NotFound { Missed::Vanished } else { Missed::NotBackedUp };
+        WalkWarning { path, error, missed }
+    }
 }
 
 impl std::fmt::Display for WalkWarning {
@@ -227,20 +303,36 @@ impl std::fmt::Display for WalkWarning {
 }
 
 struct Frame {
+    dir: Arc<Dir>,
     src: PathBuf,
     rel: PathBuf,
     dev: u64,
+    source: usize,
     /// Sorted descending so `pop` yields ascending order.
     names: Vec<OsString>,
 }
 
 pub struct Walker {
     opts: WalkOptions,
-    sources: std::vec::IntoIter<Source>,
+    sources: std::iter::Enumerate<std::vec::IntoIter<Source>>,
     queued: std::collections::VecDeque<Result<WalkEntry, WalkWarning>>,
     stack: Vec<Frame>,
     last_ancestors: Vec<PathBuf>,
     pending_frame: Option<Frame>,
+}
+
+/// Opens the directory `name` in `parent` that `seen` described, checking it is the same
+/// object: a swap in between (for a symlink, another directory) is noticed, never followed.
+fn open_seen_dir(parent: &Dir, name: &OsStr, seen: &Meta) -> io::Result<Dir> {
+    let d = parent.open_dir(name)?;
+    if !d.meta()?.same_object(seen) {
+        return Err(changed());
+    }
+    Ok(d)
+}
+
+fn changed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "changed during the backup (replaced while being read)")
 }
 
 impl Walker {
@@ -248,7 +340,7 @@ impl Walker {
     pub fn new(sources: Vec<Source>, opts: WalkOptions) -> Walker {
         Walker {
             opts,
-            sources: sources.into_iter(),
+            sources: sources.into_iter().enumerate(),
             queued: Default::default(),
             stack: Vec::new(),
             last_ancestors: Vec::new(),
@@ -256,33 +348,32 @@ impl Walker {
         }
     }
 
-    fn open_frame(&mut self, src: PathBuf, rel: PathBuf, dev: u64) -> Result<(), WalkWarning> {
-        let rd = fs::read_dir(&src).map_err(|error| WalkWarning { path: src.clone(), error })?;
-        let mut names = Vec::new();
-        for e in rd {
-            match e {
-                Ok(e) => names.push(e.file_name()),
-                Err(error) => return Err(WalkWarning { path: src.clone(), error }),
-            }
-        }
-        names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+    fn open_frame(&mut self, dir: Arc<Dir>, src: PathBuf, rel: PathBuf, dev: u64, source: usize) -> Result<(), WalkWarning> {
+        let entries = dir.entries().map_err(|error| WalkWarning::new(src.clone(), error))?;
+        let mut names: Vec<OsString> = entries.into_iter().map(|e| e.name).collect();
+        names.reverse();
         // The directory itself is emitted first; its children follow on later calls.
-        self.pending_frame = Some(Frame { src, rel, dev, names });
+        self.pending_frame = Some(Frame { dir, src, rel, dev, source, names });
         Ok(())
     }
 
-    /// Emits `meta` for a directory and arranges to walk it unless excluded by policy.
-    fn enter(&mut self, src: PathBuf, rel: PathBuf, meta: Metadata, parent_dev: Option<u64>) -> Result<WalkEntry, WalkWarning> {
-        let other_fs = self.opts.one_file_system && parent_dev.is_some_and(|d| d != meta.dev());
+    /// Emits a directory and arranges to walk it unless excluded by policy.
+    #[allow(clippy::too_many_arguments)]
+    fn enter(&mut self, parent: Arc<Dir>, name: OsString, src: PathBuf, rel: PathBuf, meta: Meta, parent_dev: Option<u64>, source: usize) -> Result<WalkEntry, WalkWarning> {
+        let other_fs = self.opts.one_file_system && parent_dev.is_some_and(|d| d != meta.dev);
+        let dir = match open_seen_dir(&parent, &name, &meta) {
+            Ok(d) => Arc::new(d),
+            Err(error) => return Err(WalkWarning::new(src, error)),
+        };
         if !other_fs {
-            if let Err(w) = self.open_frame(src.clone(), rel.clone(), meta.dev()) {
+            if let Err(w) = self.open_frame(Arc::clone(&dir), src.clone(), rel.clone(), meta.dev, source) {
                 self.queued.push_back(Err(w));
             }
         }
-        Ok(WalkEntry { src, rel, meta, not_descended: other_fs })
+        Ok(WalkEntry { parent, name, src, rel, meta, dir: Some(dir), not_descended: other_fs, source })
     }
 
-    fn start_source(&mut self, s: Source) {
+    fn start_source(&mut self, index: usize, s: Source) {
         // Ancestors of the source (e.g. `home` for `/home/a`) carry their own metadata.
         let mut ancestors = Vec::new();
         let (mut r, mut a) = (s.rel.clone(), s.abs.clone());
@@ -298,15 +389,29 @@ impl Walker {
             if self.last_ancestors.contains(r) {
                 continue;
             }
-            match fs::symlink_metadata(a) {
-                Ok(meta) => self.queued.push_back(Ok(WalkEntry { src: a.clone(), rel: r.clone(), meta, not_descended: true })),
-                Err(error) => self.queued.push_back(Err(WalkWarning { path: a.clone(), error })),
-            }
+            let e = s.open_parent_of(r, a).and_then(|(parent, name)| {
+                let meta = parent.stat(&name)?;
+                let dir = if meta.is_dir() { Some(Arc::new(open_seen_dir(&parent, &name, &meta)?)) } else { None };
+                Ok(WalkEntry { parent, name, src: a.clone(), rel: r.clone(), meta, dir, not_descended: true, source: index })
+            });
+            self.queued.push_back(e.map_err(|error| WalkWarning::new(a.clone(), error)));
         }
         self.last_ancestors = ancestors.into_iter().map(|(_, r)| r).collect();
-        match fs::symlink_metadata(&s.abs) {
-            Ok(meta) if meta.is_dir() => {
-                let e = self.enter(s.abs, s.rel, meta, None);
+        let opened = s.open_parent_of(&s.rel, &s.abs).and_then(|(parent, name)| {
+            let meta = if name.is_empty() { parent.meta()? } else { parent.stat(&name)? };
+            Ok((parent, name, meta))
+        });
+        match opened {
+            // The filesystem root as a source: its handle is its own parent.
+            Ok((parent, name, meta)) if name.is_empty() => {
+                let dir = Arc::clone(&parent);
+                match self.open_frame(Arc::clone(&dir), s.abs.clone(), s.rel.clone(), meta.dev, index) {
+                    Ok(()) => self.queued.push_back(Ok(WalkEntry { parent, name, src: s.abs, rel: s.rel, meta, dir: Some(dir), not_descended: false, source: index })),
+                    Err(w) => self.queued.push_back(Err(w)),
+                }
+            }
+            Ok((parent, name, meta)) if meta.is_dir() => {
+                let e = self.enter(parent, name, s.abs, s.rel, meta, None, index);
                 // The entry goes before any warning `enter` queued about reading it.
                 let warnings: Vec<_> = self.queued.drain(..).collect();
                 let (ancestors, rest): (Vec<_>, Vec<_>) = warnings.into_iter().partition(|w| w.is_ok());
@@ -314,8 +419,10 @@ impl Walker {
                 self.queued.push_back(e);
                 self.queued.extend(rest);
             }
-            Ok(meta) => self.queued.push_back(Ok(WalkEntry { src: s.abs, rel: s.rel, meta, not_descended: false })),
-            Err(error) => self.queued.push_back(Err(WalkWarning { path: s.abs, error })),
+            Ok((parent, name, meta)) => {
+                self.queued.push_back(Ok(WalkEntry { parent, name, src: s.abs, rel: s.rel, meta, dir: None, not_descended: false, source: index }))
+            }
+            Err(error) => self.queued.push_back(Err(WalkWarning::new(s.abs, error))),
         }
     }
 }
@@ -338,32 +445,60 @@ impl Iterator for Walker {
                 };
                 let src = frame.src.join(&name);
                 let rel = frame.rel.join(&name);
-                let dev = frame.dev;
-                let meta = match fs::symlink_metadata(&src) {
+                let (dev, source, parent) = (frame.dev, frame.source, Arc::clone(&frame.dir));
+                let meta = match parent.stat(&name) {
                     Ok(m) => m,
                     // Vanished since the directory was read: nothing to back up.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(error) => return Some(Err(WalkWarning { path: src, error })),
+                    Err(error) => return Some(Err(WalkWarning::new(src, error))),
                 };
+                hook::at(hook::Point::WalkStatted, &rel);
                 let is_dir = meta.is_dir();
                 if self.opts.excludes.matches(&rel, is_dir) {
                     continue;
                 }
                 if is_dir {
-                    if self.opts.skip.contains(&src) {
+                    if self.opts.skip.contains(&(meta.dev, meta.ino)) {
                         continue;
                     }
-                    if self.opts.exclude_caches && has_cachedir_tag(&src) {
-                        continue;
+                    let e = match self.enter(Arc::clone(&parent), name.clone(), src.clone(), rel.clone(), meta, Some(dev), source) {
+                        // Swapped between the stat and the open: look once more and take what
+                        // is there now (a symlink is backed up as a symlink, never followed).
+                        Err(w) if w.error.kind() != io::ErrorKind::PermissionDenied => match parent.stat(&name) {
+                            Ok(now) if !now.is_dir() => {
+                                return Some(Ok(WalkEntry { parent, name, src, rel, meta: now, dir: None, not_descended: false, source }))
+                            }
+                            _ => Err(w),
+                        },
+                        e => e,
+                    };
+                    if self.opts.exclude_caches {
+                        if let Some(f) = &self.pending_frame {
+                            if has_cachedir_tag(&f.dir) {
+                                self.pending_frame = None;
+                                self.queued.clear();
+                                continue;
+                            }
+                        }
                     }
-                    return Some(self.enter(src, rel, meta, Some(dev)));
+                    return Some(e);
                 }
-                return Some(Ok(WalkEntry { src, rel, meta, not_descended: false }));
+                return Some(Ok(WalkEntry { parent, name, src, rel, meta, dir: None, not_descended: false, source }));
             }
-            let s = self.sources.next()?;
-            self.start_source(s);
+            let (i, s) = self.sources.next()?;
+            self.start_source(i, s);
         }
     }
+}
+
+/// Reads an exclude file (a host path the administrator named).
+fn read_exclude_file(path: &Path) -> io::Result<String> {
+    fs::read_to_string(path)
+}
+
+/// `lstat` of a configured source path, for checks before the walk.
+pub fn source_meta(path: &Path) -> io::Result<Meta> {
+    fsaccess::lstat_path(path)
 }
 
 #[cfg(test)]

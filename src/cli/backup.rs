@@ -9,6 +9,23 @@ use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+/// The exit statuses of `offdisk backup`, for its help and man page.
+pub const BACKUP_EXIT_STATUS: &str = "\
+Exit status:
+  0   the generation is complete and holds everything the sources had.
+  1   failed: wrong usage, a refused target, or the shrink guard refused the run (a source
+      is empty or lost more than shrink_limit, default 50%, of its files or bytes); no
+      generation was made and nothing was pruned.
+  4   an I/O error on the backup disk, or no space left; every complete generation is intact.
+  5   another offdisk run is using the target.
+  23  partial: the generation was made, but some entries could not be backed up (permission
+      denied, I/O error, a name too long for the target); the summary, --json and the
+      generation's not-backed-up.tsv name them (as rsync's 23).
+  24  the generation was made, but some entries vanished or were replaced while being read
+      (as rsync's 24).
+
+Files reached on either side are never followed through symbolic links: see offdisk-format(5).";
+
 /// Where to find the backup: a directory, or a configured disk.
 #[derive(Args, Debug, Clone)]
 pub struct TargetArgs {
@@ -78,6 +95,10 @@ pub struct BackupArgs {
     pub cross_filesystems: bool,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Make the generation even if a source lost more than the shrink guard allows (default:
+    /// half of its files or bytes since the previous generation), or became empty.
+    #[arg(long)]
+    pub allow_shrink: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -166,7 +187,7 @@ pub fn run_backup(a: BackupArgs, verbose: bool) -> CliResult {
         include_caches: a.include_caches,
         cross_filesystems: a.cross_filesystems,
         retention: a.retention.policy(),
-        allow_shrink: false,
+        allow_shrink: a.allow_shrink,
     };
     let policy = BackupPolicy::for_disk(&r.config, r.disk.as_ref()).with(&overrides)?;
     let backup = BackupJob { target: r, policy, threads: threads(&a.target), time: a.at };
@@ -185,6 +206,8 @@ pub fn run_backup(a: BackupArgs, verbose: bool) -> CliResult {
             "prune_seconds": s.prune_seconds,
             "cleaned_up": s.cleaned,
             "warnings": report.warnings().collect::<Vec<_>>(),
+            "not_backed_up": s.not_backed_up,
+            "vanished": s.vanished,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
@@ -215,8 +238,16 @@ pub fn run_backup(a: BackupArgs, verbose: bool) -> CliResult {
             line.push_str(&format!("; {}", count(s.warnings.len(), "warning", "warnings")));
         }
         println!("{line}");
+        if let Some(inc) = &i.incomplete {
+            let mut l = format!("incomplete: {} not backed up", count(inc.not_backed_up as usize, "entry", "entries"));
+            if inc.vanished > 0 {
+                l.push_str(&format!(", {} vanished or changed while being read", inc.vanished));
+            }
+            l.push_str(&format!(" (all listed in {}): {}", backup::NOT_BACKED_UP_FILE, inc.paths.join(", ")));
+            println!("{l}");
+        }
     }
-    Ok(exit::OK)
+    Ok(report.exit_code())
 }
 
 pub fn run_verify(a: VerifyArgs, _verbose: bool) -> CliResult {
@@ -308,6 +339,8 @@ pub fn run_restore(a: RestoreArgs, _verbose: bool) -> CliResult {
         paths: a.paths.clone(),
         dest: a.to.clone(),
         threads: threads(&a.target),
+        devices: a.policy.devices,
+        preserve_setid: a.policy.keep_setid,
     };
     let s = backup::restore::restore(&opts)?;
     if a.json {

@@ -54,7 +54,7 @@ pub struct OpenArgs {
     /// Device-mapper name (default: luks-<UUID>, as udisks names it).
     #[arg(long, short = 'n')]
     pub name: Option<String>,
-    /// Mount the filesystem (nosuid,nodev) on DIR, or on /media/<label> without DIR.
+    /// Mount the filesystem (nosuid,nodev,noexec) on DIR, or on /media/<label> without DIR.
     #[arg(long, short = 'm', num_args = 0..=1, value_name = "DIR")]
     pub mount: Option<Option<PathBuf>>,
     /// Open and mount read-only.

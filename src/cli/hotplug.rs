@@ -246,8 +246,9 @@ pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
         Outcome::AlreadyRunning { disk } => {
             eprintln!("offdisk dock: {disk}: a dock of this disk is already running");
         }
-        Outcome::Done { disk, summary } => {
+        Outcome::Done { disk, summary, exit_code } => {
             println!("{disk}: {summary}; closed, safe to unplug");
+            return Ok(exit_code);
         }
     }
     Ok(exit::OK)

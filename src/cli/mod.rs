@@ -49,6 +49,7 @@ pub enum Command {
     /// List block devices that could be or are backup disks.
     List(disk::ListArgs),
     /// Make a new backup generation.
+    #[command(after_long_help = backup::BACKUP_EXIT_STATUS)]
     Backup(backup::BackupArgs),
     /// Check backup generations against their manifests.
     Verify(backup::VerifyArgs),

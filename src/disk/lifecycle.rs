@@ -569,7 +569,7 @@ pub fn activate_and_mount(luks: &LuksDevice, volume: &luks::Volume, key: &Volume
     Ok(Opened { mapping: name, mapper_path: mapped.path, mount_point, already_open: false, key_delivery: Some(mapped.key_delivery) })
 }
 
-/// Mounts an open mapping (nosuid,nodev) on `dir` or the default mount point for its label.
+/// Mounts an open mapping (nosuid,nodev,noexec) on `dir` or the default mount point for its label.
 pub fn mount_mapping(device: &Path, dev: (u32, u32), dir: Option<&Path>, luks_label: Option<&str>, name: &str, read_only: bool) -> Result<PathBuf, DiskError> {
     if let Some(existing) = mount::mount_points_of(dev).map_err(io_at(device))?.into_iter().next() {
         return Ok(existing);

@@ -1,4 +1,5 @@
-//! Mounting the opened volume (nosuid,nodev) and finding what is mounted from /proc/self/mountinfo.
+//! Mounting the opened volume (nosuid,nodev,noexec: nothing on a disk that was away can
+//! run or act as a device on this host) and finding what is mounted from /proc/self/mountinfo.
 
 use nix::mount::{MntFlags, MsFlags};
 use std::io;
@@ -61,9 +62,13 @@ pub fn mount_points_of(dev: (u32, u32)) -> io::Result<Vec<PathBuf>> {
     Ok(mounts()?.into_iter().filter(|m| m.dev == dev).map(|m| m.mount_point).collect())
 }
 
-/// Mounts ext4 `device` on `dir` with nosuid,nodev (and ro when asked).
+/// The flags every backup disk is mounted with: set-id bits and device nodes on it mean
+/// nothing to this host (backups keep them as data) and nothing on it is executed.
+pub const MOUNT_FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+
+/// Mounts ext4 `device` on `dir` with nosuid,nodev,noexec (and ro when asked).
 pub fn mount_ext4(device: &Path, dir: &Path, read_only: bool) -> io::Result<()> {
-    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mut flags = MOUNT_FLAGS;
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
@@ -100,6 +105,13 @@ mod tests {
         assert_eq!(m[0].fs_type, "ext4");
         assert_eq!(m[0].source, "/dev/mapper/luks-x");
         assert_eq!(m[1].fs_type, "proc");
+    }
+
+    #[test]
+    fn backup_disks_are_mounted_nosuid_nodev_noexec() {
+        for f in [MsFlags::MS_NOSUID, MsFlags::MS_NODEV, MsFlags::MS_NOEXEC] {
+            assert!(MOUNT_FLAGS.contains(f), "{f:?}");
+        }
     }
 
     #[test]

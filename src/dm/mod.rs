@@ -12,6 +12,7 @@
 //! finish its event), then check `/dev/mapper/NAME`.
 //! Any failure after the create removes the half-made device again.
 
+#[allow(unsafe_code)]
 pub mod ioctl;
 pub mod keyring;
 pub mod table;

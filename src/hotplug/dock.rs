@@ -110,8 +110,9 @@ pub enum Outcome {
     Ignored { luks_uuid: String },
     /// Another dock of this disk holds the lock.
     AlreadyRunning { disk: String },
-    /// Backed up, verified, closed.
-    Done { disk: String, summary: String },
+    /// Backed up, verified, closed. `exit_code` is 0, or 23/24 when the new generation
+    /// lacks entries that could not be read or vanished (as `offdisk backup`'s).
+    Done { disk: String, summary: String, exit_code: i32 },
 }
 
 /// Runs the dock of `dev`. Errors after step 2 have already been reported to the UI.
@@ -127,7 +128,7 @@ pub fn dock(dev: &DeviceInfo, opts: &DockOptions, backend: &mut dyn Backend, ui:
     };
     ui.disk_known(reg);
     ui.event(Event::Started { disk: disk.clone(), device: dev.describe() });
-    let mut run = Run { dev, opts, reg, backend, ui, opened: false, mounted: None };
+    let mut run = Run { dev, opts, reg, backend, ui, opened: false, mounted: None, exit_code: 0 };
     let result = match run.steps() {
         // Asked to stop (SIGTERM: the disk was pulled, or the system is stopping): whatever
         // failed after that failed because of it. Cleanup runs as for any other failure.
@@ -151,7 +152,8 @@ pub fn dock(dev: &DeviceInfo, opts: &DockOptions, backend: &mut dyn Backend, ui:
             return Err(result.err().unwrap_or(e));
         }
     }
-    result.map(|summary| Outcome::Done { disk, summary })
+    let exit_code = run.exit_code;
+    result.map(|summary| Outcome::Done { disk, summary, exit_code })
 }
 
 struct Run<'a> {
@@ -162,6 +164,8 @@ struct Run<'a> {
     ui: &'a mut dyn Ui,
     opened: bool,
     mounted: Option<PathBuf>,
+    /// The backup's exit status (partial runs).
+    exit_code: i32,
 }
 
 impl Run<'_> {
@@ -189,6 +193,7 @@ impl Run<'_> {
         let mut forward = Forwarder::new(&disk, &mut *self.ui, self.opts.pacer.clone());
         let summary = self.backend.backup(self.reg, &at, &mut forward, &self.opts.stop)?;
         let verified = self.backend.verify(self.reg, &at, &mut forward, &self.opts.stop)?;
+        self.exit_code = forward.exit_code;
         Ok(format!("{summary}; {verified}"))
     }
 

@@ -98,11 +98,13 @@ pub struct Forwarder<'a> {
     ui: &'a mut dyn Ui,
     pacer: Pacer,
     job: JobKind,
+    /// The finished backup's exit status: 0, or 23/24 for a generation made without everything.
+    pub exit_code: i32,
 }
 
 impl<'a> Forwarder<'a> {
     pub fn new(disk: &str, ui: &'a mut dyn Ui, pacer: Pacer) -> Forwarder<'a> {
-        Forwarder { disk: disk.to_string(), ui, pacer, job: JobKind::Backup }
+        Forwarder { disk: disk.to_string(), ui, pacer, job: JobKind::Backup, exit_code: 0 }
     }
 
     /// A phase: both a notification and a journal line.
@@ -145,16 +147,20 @@ impl Observer for Forwarder<'_> {
                 let what = if *problems == 0 { "good".to_string() } else { format!("{problems} problems") };
                 self.ui.log(&format!("{}: verified {generation} ({index}/{of}): {what}", self.disk));
             }
-            JobEvent::ShrinkRefused(r) => self.ui.log(&format!(
-                "{}: {} shrank from {} files ({}) to {} files ({}): not made complete",
-                self.disk,
-                r.source.display(),
-                r.files_before,
-                human_bytes(r.bytes_before),
-                r.files_now,
-                human_bytes(r.bytes_now)
-            )),
-            JobEvent::BackupFinished(_) | JobEvent::VerifyFinished(_) => {}
+            JobEvent::ShrinkRefused(r) => self.ui.log(&format!("{}: shrink guard: source {} {}; no generation made", self.disk, r.source, r.detail)),
+            JobEvent::BackupFinished(o) => {
+                self.exit_code = o.exit_code;
+                if let Some(inc) = &o.incomplete {
+                    self.phase(format!(
+                        "generation {} is incomplete: {} not backed up, {} vanished while read (listed in its {})",
+                        o.generation,
+                        inc.not_backed_up,
+                        inc.vanished,
+                        crate::backup::NOT_BACKED_UP_FILE
+                    ));
+                }
+            }
+            JobEvent::VerifyFinished(_) => {}
         }
     }
 }

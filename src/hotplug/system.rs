@@ -98,7 +98,16 @@ impl Backend for SystemBackend {
         let job = BackupJob::for_registered_disk(&config, &reg.luks_uuid, mount).map_err(diag("backup"))?;
         let r = job.run(obs, stop).map_err(diag("backup"))?;
         let o = &r.outcome;
-        Ok(format!("generation {}: {} files, {} ({} new)", o.generation, o.files, human_bytes(o.bytes), human_bytes(o.new_bytes)))
+        let mut summary = format!("generation {}: {} files, {} ({} new)", o.generation, o.files, human_bytes(o.bytes), human_bytes(o.new_bytes));
+        if let Some(inc) = &o.incomplete {
+            summary.push_str(&format!(
+                "; incomplete: {} not backed up, {} vanished while read (listed in its {})",
+                inc.not_backed_up,
+                inc.vanished,
+                crate::backup::NOT_BACKED_UP_FILE
+            ));
+        }
+        Ok(summary)
     }
 
     fn verify(&mut self, _reg: &Registration, mount: &Path, obs: &mut dyn Observer, stop: &Stop) -> Result<String, HotplugError> {

@@ -1,6 +1,6 @@
 //! A backup job: policy (decided first, from the config and the command line), then the run.
 
-use super::event::{BackupOutcome, Estimate, Event, Meter, Observer, Step, Warning, WarningKind};
+use super::event::{BackupOutcome, Estimate, Event, Meter, Observer, ShrinkRefusal, Step, Warning, WarningKind};
 use super::{JobError, Stop, Target};
 use crate::backup::retention::Retention;
 use crate::backup::{self as engine, walk, BackupSummary, EngineEvent};
@@ -23,21 +23,7 @@ pub struct Overrides {
     pub allow_shrink: bool,
 }
 
-/// The shrink guard (issue 13): a source that vanished, became empty, or lost more than
-/// `max_loss_percent` of its files or bytes since the previous complete generation fails
-/// the run unless `allow`. Carried here so the config and `--allow-shrink` reach the engine;
-/// the engine enforces it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShrinkGuard {
-    pub allow: bool,
-    pub max_loss_percent: u32,
-}
-
-impl Default for ShrinkGuard {
-    fn default() -> Self {
-        ShrinkGuard { allow: false, max_loss_percent: 50 }
-    }
-}
+pub use crate::backup::ShrinkGuard;
 
 /// Everything that decides what a backup run does, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +54,7 @@ impl BackupPolicy {
                 exclude_caches: disk.exclude_caches.or(d.exclude_caches).unwrap_or(true),
                 one_file_system: disk.one_file_system.or(d.one_file_system).unwrap_or(true),
                 retention: config.retention_for(disk),
-                shrink: ShrinkGuard::default(),
+                shrink: config.shrink_guard_for(Some(disk)),
             },
             None => BackupPolicy {
                 sources: Vec::new(),
@@ -77,7 +63,7 @@ impl BackupPolicy {
                 exclude_caches: true,
                 one_file_system: true,
                 retention: d.retention,
-                shrink: ShrinkGuard::default(),
+                shrink: config.shrink_guard_for(None),
             },
         }
     }
@@ -131,6 +117,12 @@ pub struct BackupReport {
 }
 
 impl BackupReport {
+    /// The run's exit status: 0, or 23 (entries not backed up) / 24 (entries vanished while
+    /// read) when the generation was made without everything, as rsync's.
+    pub fn exit_code(&self) -> i32 {
+        self.outcome.exit_code
+    }
+
     /// The engine's warnings, then the ledger's.
     pub fn warnings(&self) -> impl Iterator<Item = &String> {
         self.summary.warnings.iter().chain(self.ledger_warnings.iter())
@@ -158,6 +150,7 @@ impl BackupJob {
             threads: self.threads,
             time: self.time,
             stop: stop.clone(),
+            shrink: self.policy.shrink,
         };
         let estimate = engine::list_generations(root)
             .ok()
@@ -188,7 +181,14 @@ impl BackupJob {
                 }
             }
             EngineEvent::Pruned(g) => obs.event(&Event::Pruned { generation: g.to_string() }),
-        })?;
+        });
+        let summary = match summary {
+            Err(engine::BackupError::Shrunk { name, detail }) => {
+                obs.event(&Event::ShrinkRefused(ShrinkRefusal { source: name.clone(), detail: detail.clone() }));
+                return Err(engine::BackupError::Shrunk { name, detail }.into());
+            }
+            r => r?,
+        };
         obs.event(&Event::Step { step: Step::UpdatingLedger });
         let ledger_warnings = self.record_in_ledgers(&summary)?;
         for w in &summary.warnings {
@@ -208,7 +208,8 @@ impl BackupJob {
             seconds: i.seconds,
             pruned: summary.pruned.clone(),
             warnings: summary.warnings.len() + ledger_warnings.len(),
-            incomplete: None,
+            incomplete: i.incomplete.clone(),
+            exit_code: summary.exit_code(),
         };
         obs.event(&Event::BackupFinished(outcome.clone()));
         Ok(BackupReport { summary, ledger_warnings, outcome })

@@ -84,23 +84,18 @@ pub struct Warning {
     pub message: String,
 }
 
-/// Entries a complete generation lacks (a partial run, as rsync's exit 23/24).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Incomplete {
-    pub not_backed_up: u64,
-    pub vanished: u64,
-    /// The first few paths concerned, for summaries and notifications.
-    pub first_paths: Vec<PathBuf>,
-}
+/// Entries a complete generation lacks (a partial run, as rsync's exit 23/24): the
+/// generation's `info.json` record (all of them are in its `not-backed-up.tsv`).
+pub use crate::backup::Incomplete;
 
-/// The shrink guard refused to make a generation complete.
+/// The shrink guard refused to make a generation (the run then fails with
+/// `BackupError::Shrunk`; nothing was pruned).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShrinkRefusal {
-    pub source: PathBuf,
-    pub files_before: u64,
-    pub files_now: u64,
-    pub bytes_before: u64,
-    pub bytes_now: u64,
+    /// The source that shrank.
+    pub source: String,
+    /// Its files and bytes now and in the previous generation, and the limit.
+    pub detail: String,
 }
 
 /// A finished backup, in numbers.
@@ -117,6 +112,9 @@ pub struct BackupOutcome {
     pub warnings: usize,
     /// `Some` when entries are missing from the generation.
     pub incomplete: Option<Incomplete>,
+    /// 0, or [`crate::error::exit::PARTIAL`] (23) / [`crate::error::exit::VANISHED`] (24)
+    /// when `incomplete`.
+    pub exit_code: i32,
 }
 
 /// A finished verify, in numbers.

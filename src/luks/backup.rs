@@ -29,12 +29,16 @@ pub fn header_area_len(vol: &Volume) -> Result<u64, LuksError> {
     })
 }
 
-/// Writes the header area of the device to a new file `path` (never overwrites).
+/// Writes the header area of the device to a new file `path` (never overwrites), readable
+/// by its owner only (0400 whatever the umask, as cryptsetup makes it): with the keyslots in
+/// it, anyone who can read it can guess passphrases offline.
 pub fn header_backup(io: &dyn BlockIo, vol: &Volume, path: &Path) -> Result<u64, LuksError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let len = header_area_len(vol)?;
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o400)
         .open(path)
         .map_err(|e| LuksError::io(format!("creating {}", path.display()), e))?;
     let mut buf = vec![0u8; 1 << 20];
