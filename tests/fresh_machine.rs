@@ -1,6 +1,6 @@
 //! A fresh Debian machine following README.md (issue 14): nothing in the tests or scripts
 //! may name a kernel, package version or versioned path (the tests broke once because a test
-//! pinned /boot/vmlinuz-6.1.0-56-amd64 after Debian moved to -57); README's two commands run
+//! pinned one kernel image and Debian moved to the next ABI); README's two commands run
 //! as root without sudo; the Rust check says what to run; apt waits for another apt's lock;
 //! a redirected demo log is readable text.
 
