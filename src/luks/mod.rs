@@ -551,3 +551,45 @@ pub fn exercise_parser(data: &[u8]) {
         }
     }
 }
+
+/// Keyslot-unlock entry point for fuzzing (cargo-fuzz target `luks_unlock` and the smoke
+/// test): loads `data` as a device image, caps every KDF and digest cost so one input
+/// stays cheap, then tries each keyslot (KDF, keyslot-area decryption, AF merge, digest)
+/// with a fixed passphrase and with the last bytes of the input.
+#[doc(hidden)]
+pub fn exercise_unlock(data: &[u8]) {
+    let dev = io::MemDevice::new(data.to_vec());
+    let Ok(mut vol) = Volume::load_io(&dev) else { return };
+    match &mut vol.header {
+        Header::Luks1(h) => {
+            h.mk_digest_iterations = h.mk_digest_iterations.min(4);
+            for s in &mut h.slots {
+                s.iterations = s.iterations.min(4);
+            }
+        }
+        Header::Luks2(st) => {
+            for k in st.meta.keyslots.values_mut() {
+                match &mut k.kdf {
+                    Some(kdf::Kdf::Pbkdf2 { iterations, .. }) => *iterations = (*iterations).min(4),
+                    Some(kdf::Kdf::Argon2 { time, memory_kib, lanes, .. }) => {
+                        *time = (*time).min(1);
+                        *lanes = (*lanes).clamp(1, 2);
+                        *memory_kib = (*memory_kib).min(64).max(8 * *lanes);
+                    }
+                    None => {}
+                }
+            }
+            for d in st.meta.digests.values_mut() {
+                d.iterations = d.iterations.min(4);
+            }
+        }
+    }
+    let tail = &data[data.len().saturating_sub(16)..];
+    for pass in [&b"cipher fixture passphrase"[..], tail] {
+        let pass = Passphrase::from_slice(pass);
+        let _ = vol.unlock_io(&dev, &pass, None);
+        for s in vol.active_slots() {
+            let _ = vol.unlock_io(&dev, &pass, Some(s));
+        }
+    }
+}

@@ -1,0 +1,49 @@
+#!/bin/bash
+# Runs a cargo-fuzz target for a while with a corpus seeded from the fixtures, and prints
+# libFuzzer's final statistics (executions, coverage, corpus). Installs cargo-fuzz from
+# crates.io when it is missing (needs the nightly toolchain, which is installed beside stable).
+#   luks_header  seeds: the first 64 KiB of every LUKS fixture and validation image
+#   luks_unlock  seeds: the whole cipher/hash and compatibility volumes (KDF costs are capped
+#                by the target)
+#   ext4_image   seeds: fuzz/seed-ext4.sh
+# Usage: scripts/fuzz.sh TARGET [SECONDS]   (default 60; findings land in fuzz/artifacts/TARGET)
+set -euo pipefail
+target=${1:?usage: $0 luks_header|luks_unlock|ext4_image [SECONDS]}
+secs=${2:-60}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root/fuzz"
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+corpus=corpus/$target
+mkdir -p "$corpus"
+unxz() { python3 -c 'import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$1"; }
+max_len=
+case $target in
+    luks_header)
+        for f in ../fixtures/luks/*.img; do head -c 65536 "$f" > "$corpus/seed-$(basename "$f")"; done
+        for f in ../fixtures/luks2-validation/*.xz ../fixtures/luks-compat/*.xz ../fixtures/luks-ciphers/*.xz; do
+            unxz "$f" | head -c 65536 > "$corpus/seed-$(basename "$f" .xz)"
+        done
+        max_len=65536 ;;
+    luks_unlock)
+        for f in ../fixtures/luks-ciphers/*.xz ../fixtures/luks-compat/*.xz; do
+            n=$(basename "$f" .xz)
+            unxz "$f" > "$corpus/seed-$n"
+            # Images larger than the target needs are cut to their keyslots (the rest is data).
+            [ "$(stat -c %s "$corpus/seed-$n")" -le 1200000 ] || rm -f "$corpus/seed-$n"
+        done
+        for f in ../fixtures/luks/*.img; do
+            [ "$(stat -c %s "$f")" -le 1200000 ] && cp "$f" "$corpus/seed-$(basename "$f")"
+        done
+        max_len=1200000 ;;
+    ext4_image)
+        bash seed-ext4.sh >/dev/null ;;
+    *) echo "unknown target $target" >&2; exit 2 ;;
+esac
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+args=(-max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10)
+[ -n "$max_len" ] && args+=(-max_len="$max_len")
+cargo +nightly fuzz run "$target" "$corpus" -- "${args[@]}" 2>&1 | tee "$log" |
+    grep -E '^(#[0-9]+ +(DONE|INITED)|stat::|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written)' || true
+grep -q 'Test unit written\|SUMMARY' "$log" && { echo "FINDING: see fuzz/artifacts/$target" >&2; exit 1; }
+exit 0
