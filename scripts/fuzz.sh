@@ -44,6 +44,6 @@ trap 'rm -f "$log"' EXIT
 args=(-max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10)
 [ -n "$max_len" ] && args+=(-max_len="$max_len")
 cargo +nightly fuzz run "$target" "$corpus" -- "${args[@]}" 2>&1 | tee "$log" |
-    grep -E '^(#[0-9]+ +(DONE|INITED)|stat::|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written)' || true
+    grep -E '^(#[0-9]+[[:space:]]+(DONE|INITED)|stat::|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written)' || true
 grep -q 'Test unit written\|SUMMARY' "$log" && { echo "FINDING: see fuzz/artifacts/$target" >&2; exit 1; }
 exit 0
