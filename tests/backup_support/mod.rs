@@ -100,9 +100,19 @@ impl Outside {
         let Some(fd) = &self.watch else { return out };
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
         let mut r = inotify::Reader::new(fd, &mut buf);
+        let mut opened = false;
         while let Ok(e) = r.next() {
+            let ev = e.events();
+            opened |= ev.contains(inotify::ReadFlags::OPEN);
+            // A close with no open since `arm` is a descriptor opened before the watch:
+            // the snapshot's own directory handle, whose last copy a parallel test's
+            // fork (before its exec) can hold past `arm`. Anything offdisk opens shows
+            // an OPEN first, so dropping these hides nothing.
+            if !opened && ev == (inotify::ReadFlags::CLOSE_NOWRITE | inotify::ReadFlags::ISDIR) {
+                continue;
+            }
             let name = e.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| ".".into());
-            out.push(format!("{name}: {:?}", e.events()));
+            out.push(format!("{name}: {ev:?}"));
         }
         out
     }
