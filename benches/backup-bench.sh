@@ -32,13 +32,18 @@ TFS=$WORK/targetfs
 mkdir -p "$TFS"
 if [ "$(id -u)" = 0 ] && [ "${BENCH_LOOP:-1}" != 0 ]; then
   if ! mountpoint -q "$TFS"; then
-    truncate -s 8G "$WORK/targetfs.img"
-    mkfs.ext4 -q -F "$WORK/targetfs.img"
-    mount -o loop "$WORK/targetfs.img" "$TFS"
+    # Sized for the tree: several copies of it live there at once (the base generations of
+    # offdisk, of the "before" build and of rsync, plus a timed copy), ~6 inodes a source file.
+    # The image is sparse; inode tables are left uninitialized (no background zeroing).
+    gib=$(( FILES * 32 / 1024 / 1024 + 1 )); [ "$gib" -ge 8 ] || gib=8
+    truncate -s ${gib}G "$WORK/targetfs.img"
+    mkfs.ext4 -q -F -N $(( FILES * 6 + 100000 )) -E lazy_itable_init=1,lazy_journal_init=1,nodiscard "$WORK/targetfs.img"
+    mount -o loop,noinit_itable "$WORK/targetfs.img" "$TFS"
   fi
   trap 'umount "$TFS" 2>/dev/null || true' EXIT
 fi
 echo "# tree: $FILES files in $WORK, targets on $(df --output=source,fstype "$TFS" | tail -1) (runs: $RUNS)"
+echo "# $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo ?), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Source tree: 100 files a directory, mostly small (0-4 KiB) with a 1 MiB file in every 1000.
 if [ ! -d "$SRC" ]; then
@@ -72,7 +77,7 @@ want full && hyperfine --runs "$RUNS" --export-json "$WORK/full.json" \
   -n "rsync -a full + sync" --prepare "rm -rf $RS; mkdir -p $RS; $SYNC" "rsync -a $SRC/ $RS/ && $SYNC"
 
 # Incremental: the base is the state before 1% of files change.
-if want incr || want verify || want prune; then
+if want incr || want verify || want prune || { [ -n "$BEFORE" ] && want ab; }; then
 rm -rf "$OD" "$RS" "$TFS/rs-base" "$TFS/rs-new"
 mkdir -p "$OD"
 "$BIN" backup --no-progress --target "$OD" "$SRC" >/dev/null
@@ -129,6 +134,44 @@ want prune && hyperfine --runs "$RUNS" --export-json "$WORK/prune.json" \
      "$BIN generations --target $OD --delete $OLD" \
   -n "rm -rf" --prepare "rm -rf $TFS/doomed; cp -al $OD/generations/$GEN $TFS/doomed; $SYNC" "rm -rf $TFS/doomed"
 
+# Cost of a change, interleaved: on a loaded machine, hyperfine's blocks of runs (all of one
+# command, then all of the other) drift with the load; alternating the two builds run by run,
+# AB_RUNS times each, and taking medians of wall and CPU (user+sys) time does not.
+# ONLY=ab, or by default whenever OFFDISK_BIN_BEFORE is set.
+if [ -n "$BEFORE" ] && { [ -z "${ONLY:-}" ] || want ab; }; then
+  AB_RUNS=${AB_RUNS:-9}
+  ab_run() { # label, prepare, command...: appends "wall cpu" to $WORK/ab-<label>
+    local label=$1 prep=$2; shift 2
+    bash -c "$prep"
+    local t0 t1; t0=$(date +%s.%N)
+    /usr/bin/time -f "%U %S" -o "$WORK/ab.time" "$@" >/dev/null
+    t1=$(date +%s.%N)
+    echo "$(echo "$t1 - $t0" | bc -l) $(awk '{print $1 + $2}' "$WORK/ab.time")" >> "$WORK/ab-$label"
+  }
+  rm -f "$WORK"/ab-*
+  for i in $(seq "$AB_RUNS"); do
+    # Alternate which build goes first, so neither always follows the other.
+    if [ $((i % 2)) = 1 ]; then order="after before"; else order="before after"; fi
+    for who in $order; do
+      if [ $who = after ]; then b=$BIN; d=$TFS/ab-od; g=$OD; base=$BASE; else b=$BEFORE; d=$TFS/ab-odb; g=$ODB; base=$BASEB; fi
+      ab_run "full-$who" "rm -rf $d; mkdir -p $d; $SYNC" "$b" backup --no-progress --target "$d" "$SRC"
+      ab_run "incr-$who" "find $g/generations -mindepth 1 -maxdepth 1 ! -name $base -exec rm -rf {} +; $SYNC" "$b" backup --no-progress --target "$g" "$SRC"
+    done
+  done
+  rm -rf "$TFS/ab-od" "$TFS/ab-odb"
+  echo "# interleaved cost of the change ($AB_RUNS runs each; medians; wall = elapsed, cpu = user+sys)"
+  for part in full incr; do
+    python3 - "$WORK/ab-$part-after" "$WORK/ab-$part-before" "$part" <<'PY'
+import statistics, sys
+def med(f, i):
+    return statistics.median(float(l.split()[i]) for l in open(f) if l.strip())
+a, b, part = sys.argv[1], sys.argv[2], sys.argv[3]
+for i, what in ((0, "wall"), (1, "cpu")):
+    print(f"{part:5s} {what:4s}  offdisk {med(a, i):7.3f} s  before {med(b, i):7.3f} s  ratio {med(a, i) / med(b, i):.3f}")
+PY
+  done
+fi
+
 # Memory stays bounded: peak RSS of a full backup, an incremental and a verify of the whole
 # tree (compare across FILES to see it flat), and of a full backup of a tenth of it.
 if want memory && [ -x /usr/bin/time ]; then
@@ -138,8 +181,14 @@ if want memory && [ -x /usr/bin/time ]; then
     /usr/bin/time -f "# peak RSS %M KiB: full backup of $n files" "$BIN" backup --no-progress --target "$TFS/mem" $part >/dev/null
   done
   /usr/bin/time -f "# peak RSS %M KiB: incremental of $FILES files" "$BIN" backup --no-progress --target "$TFS/mem" $SRC >/dev/null
+  /usr/bin/time -f "# peak RSS %M KiB: verify of $FILES files (latest generation)" "$BIN" verify --target "$TFS/mem" --generation latest >/dev/null
   /usr/bin/time -f "# peak RSS %M KiB: verify of $FILES files (2 generations)" "$BIN" verify --target "$TFS/mem" >/dev/null
-  rm -rf "$TFS/mem"
+  # The references, for scale: what a tree of this size costs them.
+  rm -rf "$TFS/mem-rs"
+  /usr/bin/time -f "# peak RSS %M KiB: rsync -a full of $FILES files (sender+receiver, largest process)" rsync -a "$SRC/" "$TFS/mem-rs/" >/dev/null
+  (cd "$TFS/mem" && g=$(ls generations | tail -1) && cd "generations/$g" &&
+    /usr/bin/time -f "# peak RSS %M KiB: b3sum --check of $FILES files" b3sum --check --quiet manifest.b3 >/dev/null)
+  rm -rf "$TFS/mem" "$TFS/mem-rs"
 fi
 
 python3 - "$WORK" "$FILES" <<'PY'
@@ -163,6 +212,7 @@ for f, ours, refs in rows:
     before = ours.replace("offdisk", "before")
     if before in m:
         print(f"{ours:22s} {m[ours]:8.3f} s  vs {before:26s} {m[before]:8.3f} s  ratio {m[ours] / m[before]:.3f}  (cost of the change)")
-    print(f"{ours:22s} {m[ours] / files * 1000 * 1e3:8.2f} ms per 1,000 files")
+    for name in [ours] + ([before] if before in m else []) + refs:
+        print(f"{name:26s} {m[name] / files * 1000 * 1e3:8.2f} ms per 1,000 files")
 PY
 echo "# work dir kept: $WORK (remove with rm -rf)"
