@@ -66,7 +66,7 @@ want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 # Fresh target for each timed full run (the preparation is not timed).
 OD=$TFS/od; RS=$TFS/rs; SYNC="sync -f $TFS"
 BEFORE=${OFFDISK_BIN_BEFORE:-}
-before_full=(); before_incr=(); before_verify=()
+before_full=(); before_incr=(); before_verify=(); BASE=""; BASEB=""; ODB=""
 if [ -n "$BEFORE" ]; then
   before_full=(-n "before full" --prepare "rm -rf $OD; mkdir -p $OD; $SYNC" "$BEFORE backup --no-progress --target $OD $SRC")
 fi
@@ -173,21 +173,22 @@ PY
 fi
 
 # Memory stays bounded: peak RSS of a full backup, an incremental and a verify of the whole
-# tree (compare across FILES to see it flat), and of a full backup of a tenth of it.
+# tree (compare across FILES to see it flat), and of a full backup of a tenth of it, with the
+# elapsed time of each single run (ONLY=memory is a quick scale run: one of each).
 if want memory && [ -x /usr/bin/time ]; then
   for part in "$SRC/d000 $SRC/d001 $SRC/d002 $SRC/d003 $SRC/d004" "$SRC"; do
     rm -rf "$TFS/mem"; mkdir -p "$TFS/mem"
     n=$(find $part -type f | wc -l)
-    /usr/bin/time -f "# peak RSS %M KiB: full backup of $n files" "$BIN" backup --no-progress --target "$TFS/mem" $part >/dev/null
+    /usr/bin/time -f "# peak RSS %M KiB, %e s: full backup of $n files" "$BIN" backup --no-progress --target "$TFS/mem" $part >/dev/null
   done
-  /usr/bin/time -f "# peak RSS %M KiB: incremental of $FILES files" "$BIN" backup --no-progress --target "$TFS/mem" $SRC >/dev/null
-  /usr/bin/time -f "# peak RSS %M KiB: verify of $FILES files (latest generation)" "$BIN" verify --target "$TFS/mem" --generation latest >/dev/null
-  /usr/bin/time -f "# peak RSS %M KiB: verify of $FILES files (2 generations)" "$BIN" verify --target "$TFS/mem" >/dev/null
+  /usr/bin/time -f "# peak RSS %M KiB, %e s: incremental of $FILES files" "$BIN" backup --no-progress --target "$TFS/mem" $SRC >/dev/null
+  /usr/bin/time -f "# peak RSS %M KiB, %e s: verify of $FILES files (latest generation)" "$BIN" verify --target "$TFS/mem" --generation latest >/dev/null
+  /usr/bin/time -f "# peak RSS %M KiB, %e s: verify of $FILES files (2 generations)" "$BIN" verify --target "$TFS/mem" >/dev/null
   # The references, for scale: what a tree of this size costs them.
   rm -rf "$TFS/mem-rs"
-  /usr/bin/time -f "# peak RSS %M KiB: rsync -a full of $FILES files (sender+receiver, largest process)" rsync -a "$SRC/" "$TFS/mem-rs/" >/dev/null
+  /usr/bin/time -f "# peak RSS %M KiB, %e s: rsync -a full + sync of $FILES files (largest process)" sh -c "rsync -a $SRC/ $TFS/mem-rs/ && $SYNC" >/dev/null
   (cd "$TFS/mem" && g=$(ls generations | tail -1) && cd "generations/$g" &&
-    /usr/bin/time -f "# peak RSS %M KiB: b3sum --check of $FILES files" b3sum --check --quiet manifest.b3 >/dev/null)
+    /usr/bin/time -f "# peak RSS %M KiB, %e s: b3sum --check of $FILES files" b3sum --check --quiet manifest.b3 >/dev/null)
   rm -rf "$TFS/mem" "$TFS/mem-rs"
 fi
 
