@@ -50,6 +50,9 @@ tier host cargo test --all-targets --no-fail-fast
 tier vm-data cargo test --test luks_vm_data -- --ignored
 # The kernel tier: tests/vm/t-*.sh in one VM (dm-crypt, loop, mount, udev, hot-plug).
 tier vm env OFFDISK_VM_NO_BENCH=1 bash tests/vm/run.sh
+# systemd as PID 1: a Debian image (mmdebstrap, cached) booted under qemu; disks plugged and
+# pulled through qemu's monitor start the shipped offdisk-dock@.service for real.
+tier systemd bash tests/systemd/run.sh
 # Power-cut replay: crash states of init/backup/prune/key changes from a dm-log-writes log
 # (CRASH_STATES=N for long runs).
 tier powercut bash tests/vm/powercut/run.sh

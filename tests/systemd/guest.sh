@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs inside the systemd test VM (started by the image's offdisk-vmtest.service once the
+# system is up): installs offdisk's Debian package, runs each tests/systemd/t-*.sh selected by
+# /mnt/out/only, writes their ok/not ok lines to /mnt/out/results, ends with
+# `sysd-summary: N passed, M failed` and powers the VM off.
+SYSD=/mnt/repo/tests/systemd
+OUT=/mnt/out
+exec > >(tee -a "$OUT/guest.log") 2>&1
+echo "guest: system up after $(cut -d' ' -f1 /proc/uptime) s: $(systemctl is-system-running)"
+results=$OUT/results; : > "$results"
+finish() { p=$(grep -c '^ok ' "$results"); f=$(grep -c '^not ok ' "$results")
+  echo "sysd-summary: $p passed, $f failed" >> "$results"; cat "$results"; systemctl poweroff; exit 0; }
+if ! dpkg -i "$OUT/offdisk.deb" > "$OUT/dpkg.log" 2>&1; then
+  echo "not ok sysd-install: dpkg -i offdisk.deb failed: $(tail -3 "$OUT/dpkg.log")" >> "$results"; finish
+fi
+echo "ok sysd-install-package" >> "$results"
+for t in $(cd "$SYSD" && ls $(cat "$OUT/only") 2>/dev/null); do
+  echo "guest: --- $t"
+  WORK=$(mktemp -d) bash "$SYSD/$t" 2>&1 | tee -a "$results.raw" | grep -E '^(ok|not ok|#) ' >> "$results"
+done
+# For the report: the exposure score of the unit as shipped.
+score=$(systemd-analyze security offdisk-dock@x.service 2>/dev/null | sed -n 's/.*Overall exposure level for offdisk-dock@x.service: *//p')
+echo "# systemd-analyze security offdisk-dock@x.service: ${score:-unavailable}" >> "$results"
+systemd-analyze security --no-pager offdisk-dock@x.service > "$OUT/security.txt" 2>&1
+finish
