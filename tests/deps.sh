@@ -11,8 +11,8 @@ packages=(
   jq
   # the throwaway VM for kernel tests (dm-crypt, loop, mount, udev); virtme-ng's venv
   qemu-system-x86 linux-image-amd64 busybox-static udev kmod python3-venv
-  # the systemd tier's root image (tests/systemd/image.sh)
-  mmdebstrap
+  # the systemd tier: its root image (tests/systemd/image.sh) and the VM's root overlay
+  mmdebstrap qemu-utils
   # the desktop agent's test: X server, session bus, notification daemon, screenshots
   xvfb dbus-x11 dunst libnotify-bin imagemagick
   # the Debian package and its checks (scripts/build-deb.sh, tests/packaging.rs)

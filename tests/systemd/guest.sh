@@ -3,12 +3,24 @@
 # system is up): installs offdisk's Debian package, runs each tests/systemd/t-*.sh selected by
 # /mnt/out/only, writes their ok/not ok lines to /mnt/out/results, ends with
 # `sysd-summary: N passed, M failed` and powers the VM off.
+# A script that needs a second boot (with disks attached from power-on) writes the disk IDs to
+# /mnt/out/reboot (host.py boots again with them) and its own name to /mnt/out/after-boot: the
+# second boot runs only that script, with PHASE=2.
 SYSD=/mnt/repo/tests/systemd
 OUT=/mnt/out
 exec > >(tee -a "$OUT/guest.log") 2>&1
 echo "guest: system up after $(cut -d' ' -f1 /proc/uptime) s: $(systemctl is-system-running)"
-results=$OUT/results; : > "$results"
-finish() { p=$(grep -c '^ok ' "$results"); f=$(grep -c '^not ok ' "$results")
+results=$OUT/results
+if [ -s "$OUT/after-boot" ]; then
+  t=$(cat "$OUT/after-boot"); rm -f "$OUT/after-boot"
+  echo "guest: --- $t (second boot)"
+  PHASE=2 WORK=$(mktemp -d) bash "$SYSD/$t" 2>&1 | tee -a "$results.raw" | grep -E '^(ok|not ok|#) ' >> "$results"
+  p=$(grep -c '^ok ' "$results"); f=$(grep -c '^not ok ' "$results")
+  echo "sysd-summary: $p passed, $f failed" >> "$results"; cat "$results"; systemctl poweroff; exit 0
+fi
+: > "$results"
+finish() { if [ -s "$OUT/after-boot" ]; then systemctl poweroff; exit 0; fi
+  p=$(grep -c '^ok ' "$results"); f=$(grep -c '^not ok ' "$results")
   echo "sysd-summary: $p passed, $f failed" >> "$results"; cat "$results"; systemctl poweroff; exit 0; }
 if ! dpkg -i "$OUT/offdisk.deb" > "$OUT/dpkg.log" 2>&1; then
   echo "not ok sysd-install: dpkg -i offdisk.deb failed: $(tail -3 "$OUT/dpkg.log")" >> "$results"; finish

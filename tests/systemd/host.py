@@ -3,7 +3,7 @@
 
 host.py --kernel K --initrd I --image BASE --repo DIR --out DIR --timeout S [--disk ID:MB:SERIAL ...]
 
-The root disk is BASE with snapshot=on (writes go to a throwaway overlay: the cache stays untouched). The guest
+The root disk is a throwaway qcow2 overlay on BASE (the cached image stays untouched). The guest
 sees the repository (read-only) and OUT through 9p, its console is copied to stdout, and it asks
 for disk changes over the virtio-serial port "offdisk.ctl", one line per request:
   plug ID MB SERIAL [BPS]
@@ -12,6 +12,8 @@ for disk changes over the virtio-serial port "offdisk.ctl", one line per request
                       its I/O to that many bytes a second (a slow disk, to pull it mid-copy)
   unplug ID           pull it out (qemu device_del: a surprise removal for USB)
 each answered by "ok" or "err WHY". --disk attaches a disk at boot (coldplug) the same way.
+When the guest powers off leaving OUT/reboot (lines of disk IDs), the VM boots again on the same
+root overlay with those disks attached from power-on: a boot with a disk already docked.
 Exits with qemu's status, or 124 when the timeout hits (the VM is killed)."""
 import argparse, os, socket, subprocess, sys, tempfile, threading, time
 
@@ -24,6 +26,8 @@ ap.add_argument("--append", default="")
 args = ap.parse_args()
 
 tmp = tempfile.mkdtemp(prefix="offdisk-sysd-")
+overlay = os.path.join(tmp, "root.qcow2")
+subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(args.image), "-F", "raw", overlay], check=True)
 mon_path, ctl_path = os.path.join(tmp, "mon.sock"), os.path.join(tmp, "ctl.sock")
 disks = os.path.join(tmp, "disks")
 os.mkdir(disks)
@@ -48,30 +52,37 @@ cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", "2048", "-smp", "2", "-no-re
        "-display", "none", "-serial", "stdio", "-monitor", "unix:%s,server=on,wait=off" % mon_path,
        "-kernel", args.kernel, "-initrd", args.initrd,
        "-append", "root=/dev/vda rw console=ttyS0 panic=-1 quiet systemd.show_status=0 " + args.append,
-       "-drive", "file=%s,if=virtio,format=raw,snapshot=on,cache=unsafe" % os.path.abspath(args.image),
+       "-drive", "file=%s,if=virtio,format=qcow2,cache=unsafe" % overlay,
        "-virtfs", "local,path=%s,mount_tag=offdisk-repo,security_model=none,readonly=on,id=repo" % os.path.abspath(args.repo),
        "-virtfs", "local,path=%s,mount_tag=offdisk-out,security_model=none,id=out" % os.path.abspath(args.out),
        "-device", "qemu-xhci,id=xhci",
        "-device", "virtio-serial-pci,id=vser",
        "-chardev", "socket,id=ctl,path=%s,server=on,wait=off" % ctl_path,
        "-device", "virtserialport,chardev=ctl,name=offdisk.ctl"]
-for spec in args.disk:
-    did, mb, serial = spec.split(":")
-    drv, path = drive_opts(did, mb)
-    cmd += ["-drive", "file=%s,if=none,id=%s,format=raw,cache=unsafe" % (path, drv),
-            "-device", "usb-storage,bus=xhci.0,drive=%s,id=%s,serial=%s,removable=on" % (drv, did, serial)]
-
-qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+sizes = {}  # disk id -> (MB, serial), for a second boot with them attached
 
 
-def pump():
-    for line in qemu.stdout:
+def boot(specs):
+    global qemu
+    for sock in (mon_path, ctl_path):
+        if os.path.exists(sock):
+            os.remove(sock)
+    c = list(cmd)
+    for spec in specs:
+        did, mb, serial = spec.split(":")
+        sizes[did] = (mb, serial)
+        drv, path = drive_opts(did, mb)
+        c += ["-drive", "file=%s,if=none,id=%s,format=raw,cache=unsafe" % (path, drv),
+              "-device", "usb-storage,bus=xhci.0,drive=%s,id=%s,serial=%s,removable=on" % (drv, did, serial)]
+    qemu = subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    threading.Thread(target=pump, args=(qemu,), daemon=True).start()
+    threading.Thread(target=control, daemon=True).start()
+
+
+def pump(q):
+    for line in q.stdout:
         sys.stdout.write(line.decode(errors="replace").replace("\r", ""))
         sys.stdout.flush()
-
-
-threading.Thread(target=pump, daemon=True).start()
-
 
 def connect(path):
     while qemu.poll() is None:
@@ -118,6 +129,7 @@ def control():
         try:
             if words[:1] == ["plug"] and len(words) in (4, 5):
                 did, mb, serial = words[1:4]
+                sizes[did] = (mb, serial)
                 drv, path = drive_opts(did, mb)
                 throttle = ",throttling.bps-total=%d" % int(words[4]) if len(words) == 5 else ""
                 out = mon.run("drive_add 0 if=none,id=%s,file=%s,format=raw,cache=unsafe%s" % (drv, path, throttle))
@@ -134,15 +146,25 @@ def control():
         sys.stdout.write("host: %s -> %s\n" % (" ".join(words), reply))
         f.write((reply + "\n").encode())
 
-
-threading.Thread(target=control, daemon=True).start()
-try:
-    rc = qemu.wait(timeout=args.timeout)
-except subprocess.TimeoutExpired:
-    print("host: the VM did not finish within %d s: killed" % args.timeout)
-    qemu.kill()
-    qemu.wait()
-    rc = 124
+deadline = time.monotonic() + args.timeout
+specs = args.disk
+while True:
+    boot(specs)
+    try:
+        rc = qemu.wait(timeout=max(1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        print("host: the VM did not finish within %d s: killed" % args.timeout)
+        qemu.kill()
+        qemu.wait()
+        rc = 124
+        break
+    again = os.path.join(args.out, "reboot")
+    if rc != 0 or not os.path.exists(again):
+        break
+    ids = open(again).read().split()
+    os.remove(again)
+    specs = ["%s:%s:%s" % (d, sizes[d][0], sizes[d][1]) for d in ids if d in sizes]
+    print("host: booting again with %s attached" % (", ".join(specs) or "no disk"))
 time.sleep(0.2)
 subprocess.run(["rm", "-rf", tmp])
 sys.exit(rc)

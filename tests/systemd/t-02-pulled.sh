@@ -28,7 +28,7 @@ if wait_until 600 copying; then
   unplug pull ODPULL1
   if wait_until 400 unit_ended "$c" "$unit"; then
     log=$(unit_log "$c" "$unit")
-    echo "$log" | grep -Eq "Stopping|stop" && ok sysd-pull-unit-stopped || notok sysd-pull-unit-stopped "$(echo "$log" | tail -4)"
+    echo "$log" | grep -Eq "^Stopp(ing|ed) offdisk-dock@" && ok sysd-pull-unit-stopped || notok sysd-pull-unit-stopped "$(echo "$log" | tail -4)"
     echo "$log" | grep -Eq "timed out|SIGKILL|Killing process" && notok sysd-pull-within-stop-timeout "$(echo "$log" | grep -E 'timed out|SIGKILL|Killing' | head -2)" \
       || ok sysd-pull-within-stop-timeout
     echo "$log" | grep -q "received: stopping at the next safe point" && ok sysd-pull-dock-says-so || notok sysd-pull-dock-says-so "$(echo "$log" | tail -4)"
