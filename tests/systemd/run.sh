@@ -11,7 +11,7 @@
 #
 # Environment: OFFDISK_BIN (default target/debug/offdisk, built if missing),
 #              OFFDISK_VM_KERNEL (default: newest /boot/vmlinuz-*), OFFDISK_SYSD_ONLY (globs of
-#              scripts to run, default 't-*.sh'), OFFDISK_SYSD_TIMEOUT (seconds, default 1500:
+#              scripts to run, default 't-*.sh'; 'x-03*' is the coldplug test, two boots), OFFDISK_SYSD_TIMEOUT (seconds, default 3600:
 #              only catches a hung VM), OFFDISK_TEST_CACHE (image cache, /var/cache/offdisk-tests).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +20,7 @@ cd "$repo"
 start=$SECONDS
 done_() { echo "systemd tier: $((SECONDS - start)) s"; echo "$1"; }
 
-for tool in qemu-system-x86_64 mmdebstrap; do
+for tool in qemu-system-x86_64 qemu-img mmdebstrap; do
   if ! command -v "$tool" >/dev/null; then
     echo "skip systemd tier: $tool is missing (bash tests/deps.sh installs it)"
     done_ "0 passed, 0 failed"; exit 0
@@ -53,7 +53,7 @@ mv "$deb" "$out/offdisk.deb"
 echo "${OFFDISK_SYSD_ONLY:-t-*.sh}" > "$out/only"
 
 /usr/bin/python3 "$here/host.py" --kernel "$kernel" --initrd "$initrd" --image "$image" \
-  --repo "$repo" --out "$out" --timeout "${OFFDISK_SYSD_TIMEOUT:-1500}" 2>&1
+  --repo "$repo" --out "$out" --timeout "${OFFDISK_SYSD_TIMEOUT:-3600}" 2>&1
 summary=$(grep -E '^sysd-summary: [0-9]+ passed, [0-9]+ failed$' "$out/results" 2>/dev/null | tail -n 1)
 if [ -z "$summary" ]; then
   echo "not ok sysd-finished: the VM stopped before the suite ended"
