@@ -12,6 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 #[derive(Args, Debug)]
 pub struct LuksArgs {
@@ -358,34 +359,79 @@ fn run_dump(a: DumpArgs) -> CliResult {
     } else {
         None
     };
-    let mut text = String::new();
-    if a.json {
+    // Every buffer that holds the key in hex is a `Zeroizing` one allocated at its final size,
+    // so no reallocation leaves an unwiped copy on the heap, and it goes to fd 1 without
+    // passing through std's stdout buffer (which is never cleared).
+    let text: Zeroizing<Vec<u8>> = if a.json {
         let mut v = dump::describe(&vol);
         if let Some(u) = &key {
             let hex = u.key.to_hex();
-            v["volume_key"] = serde_json::Value::String(String::from_utf8_lossy(hex.expose()).into_owned());
+            let mut s = String::with_capacity(hex.len());
+            s.push_str(std::str::from_utf8(hex.expose()).expect("hex is ASCII"));
+            v["volume_key"] = serde_json::Value::String(s);
             v["volume_key_slot"] = serde_json::json!(u.keyslot);
         }
-        text = serde_json::to_string_pretty(&v).map_err(|e| Failure::usage(e.to_string()))? + "\n";
+        let rendered = json_at_final_size(&v);
         if let Some(serde_json::Value::String(hex)) = v.get_mut("volume_key") {
             zeroize::Zeroize::zeroize(hex);
         }
+        rendered.map_err(|e| Failure::usage(e.to_string()))?
     } else {
-        text.push_str(&dump::text(&vol));
-        if let Some(u) = &key {
+        let plain = dump::text(&vol);
+        let head = key.as_ref().map(|u| format!("Key slot {} unlocked.\nMK bits:\t{}\nMK dump:\t", u.keyslot, u.key.len() * 8));
+        let key_len = head.as_ref().zip(key.as_ref()).map_or(0, |(h, u)| h.len() + 2 * u.key.len() + 1);
+        let mut out = Zeroizing::new(Vec::with_capacity(plain.len() + key_len));
+        out.extend_from_slice(plain.as_bytes());
+        if let (Some(u), Some(head)) = (&key, &head) {
             let hex = u.key.to_hex();
-            text.push_str(&format!("Key slot {} unlocked.\nMK bits:\t{}\nMK dump:\t{}\n", u.keyslot, u.key.len() * 8, String::from_utf8_lossy(hex.expose())));
+            out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(hex.expose());
+            out.push(b'\n');
         }
-    }
-    // A closed pipe (`| head`) is not an error worth a panic.
-    let mut out = std::io::stdout().lock();
-    let written = std::io::Write::write_all(&mut out, text.as_bytes()).and_then(|_| std::io::Write::flush(&mut out));
-    // The text may hold the volume key in hex.
-    zeroize::Zeroize::zeroize(&mut text);
-    match written {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(exit::DEVICE, format!("writing output: {e}"))),
+        out
+    };
+    match write_unbuffered_stdout(&text) {
+        // A closed pipe (`| head`) is not an error worth a panic.
+        Err(e) if e != nix::errno::Errno::EPIPE => Err(Failure::new(exit::DEVICE, format!("writing output: {e}"))),
         _ => Ok(exit::OK),
     }
+}
+
+/// `v` as pretty JSON plus a newline, in a wiped-on-drop buffer sized exactly beforehand
+/// (a first pass only counts bytes), so serde never grows it by reallocating.
+fn json_at_final_size(v: &serde_json::Value) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer_pretty(&mut n, v)?;
+    let mut out = Zeroizing::new(Vec::with_capacity(n.0 + 1));
+    let cap = out.capacity();
+    serde_json::to_writer_pretty(&mut *out, v)?;
+    out.push(b'\n');
+    debug_assert_eq!(out.capacity(), cap, "no reallocation");
+    Ok(out)
+}
+
+/// Writes all of `bytes` straight to fd 1 (no copy left in std's stdout buffer).
+fn write_unbuffered_stdout(mut bytes: &[u8]) -> nix::Result<()> {
+    std::io::Write::flush(&mut std::io::stdout()).ok();
+    while !bytes.is_empty() {
+        match nix::unistd::write(std::io::stdout(), bytes) {
+            Ok(0) => return Err(nix::errno::Errno::EIO),
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn new_passphrase(file: &Option<PathBuf>) -> Result<Passphrase, Failure> {
@@ -563,4 +609,15 @@ fn run_benchmark(a: BenchmarkArgs) -> CliResult {
 fn short_name(spec: &str) -> (&str, &str) {
     let mut p = spec.split('-');
     (p.next().unwrap_or(spec), p.next().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_json_is_rendered_at_its_final_size() {
+        let v = serde_json::json!({"volume_key": "00ff".repeat(16), "keyslots": {"0": {"type": "luks2", "é": [1, 2]}}});
+        let out = super::json_at_final_size(&v).unwrap();
+        assert_eq!(&out[..], (serde_json::to_string_pretty(&v).unwrap() + "\n").as_bytes());
+        assert_eq!(out.capacity(), out.len(), "allocated once, at its final size");
+    }
 }
