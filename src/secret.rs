@@ -5,6 +5,8 @@
 use std::fmt;
 use zeroize::Zeroize;
 
+pub mod blamka;
+
 /// A heap buffer of secret bytes, wiped when dropped.
 pub struct SecretBytes {
     buf: Box<[u8]>,

@@ -1,6 +1,7 @@
 //! Password-based key derivation for keyslots: PBKDF2 and Argon2i/Argon2id (version 0x13,
 //! no secret, no associated data), as LUKS2's `kdf` objects and LUKS1 keyslots describe them.
 
+use super::argon2_engine;
 use super::hash::HashAlg;
 use super::LuksError;
 use crate::secret::{SecretBytes, SecretRegion};
@@ -59,21 +60,23 @@ impl Kdf {
                 }
                 let params = argon2::Params::new(*memory_kib, *time, *lanes, Some(out_len))
                     .map_err(|e| LuksError::Unsupported(format!("argon2 parameters: {e}")))?;
-                let algo = match kind {
-                    Argon2Kind::Argon2i => argon2::Algorithm::Argon2i,
-                    Argon2Kind::Argon2id => argon2::Algorithm::Argon2id,
-                };
                 // Our own block memory rather than argon2's allocation: huge pages (far fewer
                 // faults for a GiB) and a wipe of the passphrase-derived blocks afterwards.
                 let mut blocks = SecretRegion::<argon2::Block>::zeroed(params.block_count()).map_err(|e| {
                     LuksError::OutOfMemory(format!("argon2 needs {} MiB of memory: {e}", need >> 20))
                 })?;
-                let a = argon2::Argon2::new(algo, argon2::Version::V0x13, params);
-                a.hash_password_into_with_memory(password, salt, out.expose_mut(), &mut blocks).map_err(|e| match e {
-                    argon2::Error::OutOfMemory => LuksError::OutOfMemory("argon2 memory".into()),
-                    argon2::Error::PwdTooLong => LuksError::InvalidOption("passphrase too long for argon2".into()),
-                    e => LuksError::Unsupported(format!("argon2: {e}")),
-                })?;
+                // `Params::new` checked the costs; these are the argon2 crate's remaining input
+                // checks, before our engine (lanes in parallel, SIMD compression) runs.
+                if password.len() > argon2::MAX_PWD_LEN {
+                    return Err(LuksError::InvalidOption("passphrase too long for argon2".into()));
+                }
+                if salt.len() < argon2::MIN_SALT_LEN || salt.len() > argon2::MAX_SALT_LEN {
+                    let e = if salt.len() < argon2::MIN_SALT_LEN { argon2::Error::SaltTooShort } else { argon2::Error::SaltTooLong };
+                    return Err(LuksError::Unsupported(format!("argon2: {e}")));
+                }
+                let cost = argon2_engine::Cost { time: *time, memory_kib: *memory_kib, lanes: *lanes };
+                debug_assert_eq!(cost.block_count(), params.block_count());
+                argon2_engine::hash(*kind, cost, password, salt, &[], &[], blocks.as_mut_slice(), out.expose_mut());
             }
         }
         Ok(out)

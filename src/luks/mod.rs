@@ -18,6 +18,7 @@
 //! `io` (positioned I/O, with a memory device for crash tests), `dump` (JSON description).
 
 pub mod af;
+pub mod argon2_engine;
 pub mod backup;
 pub mod bench;
 pub mod calibrate;
