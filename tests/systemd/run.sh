@@ -11,7 +11,7 @@
 #
 # Environment: OFFDISK_BIN (default target/debug/offdisk, built if missing),
 #              OFFDISK_VM_KERNEL (default: newest /boot/vmlinuz-*), OFFDISK_SYSD_ONLY (globs of
-#              scripts to run, default 't-*.sh'; 'x-03*' is the coldplug test, two boots), OFFDISK_SYSD_TIMEOUT (seconds, default 3600:
+#              scripts to run, default 't-*.sh'), OFFDISK_SYSD_TIMEOUT (seconds, default 3600:
 #              only catches a hung VM), OFFDISK_TEST_CACHE (image cache, /var/cache/offdisk-tests).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -8,7 +8,7 @@ if [ "${PHASE:-1}" = 1 ]; then
   mkdir -p /srv/cold; echo "cold boot" > /srv/cold/a.txt
   d=$(new_disk cold 96 ODCOLD1 OFFSITE4) || notok sysd-coldplug-init "could not make the disk"
   out=$(offdisk register "$(part "$d")" --source /srv/cold --passphrase-file "$PW" 2>&1) || notok sysd-coldplug-register "$out"
-  echo cold > /mnt/out/reboot; echo x-03-coldplug.sh > /mnt/out/after-boot
+  echo cold > /mnt/out/reboot; echo t-03-coldplug.sh > /mnt/out/after-boot
   exit 0
 fi
 printf '+correct horse\n' > "$WORK/ans"; $AGENT "$ASKDIR" "$WORK/ans" "$WORK/agent.log" & apid=$!
