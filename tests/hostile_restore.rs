@@ -154,3 +154,137 @@ fn verify_never_follows_a_tree_symlinked_elsewhere() {
     assert!(!text.contains("secret") && !text.contains("victim"), "listed names from the host: {text}");
     c.outside.assert_untouched("tree symlink");
 }
+
+// --- The same rules for `restore --from` (the disk read in userspace) ---------------------
+//
+// One backup, restored into two copies of the same hostile DEST: once from the generation
+// through directory handles (`--target`), once from an image of the disk (`--from`). Both
+// must leave DEST's own entries alone, follow nothing, and treat set-id bits, device nodes,
+// FIFOs and sockets alike — down to the warnings and the exit status.
+
+mod anywhere_support;
+
+struct FromCase {
+    c: Case,
+    img: anywhere_support::Image,
+}
+
+fn from_case() -> FromCase {
+    let c = case();
+    let d = c.src.join("d");
+    fs::write(d.join("keep"), b"from the backup").unwrap();
+    fs::write(d.join("suid"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(d.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::create_dir(d.join("shared")).unwrap();
+    fs::set_permissions(d.join("shared"), fs::Permissions::from_mode(0o2775)).unwrap();
+    fs::write(d.join("h1"), b"one file, two names").unwrap();
+    fs::hard_link(d.join("h1"), d.join("h2")).unwrap();
+    let fifo = rustix::fs::FileType::Fifo;
+    rustix::fs::mknodat(rustix::fs::CWD, d.join("fifo"), fifo, rustix::fs::Mode::from_raw_mode(0o640), 0).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(d.join("sock")).unwrap());
+    if is_root() {
+        let chr = rustix::fs::FileType::CharacterDevice;
+        rustix::fs::mknodat(rustix::fs::CWD, d.join("null"), chr, rustix::fs::Mode::from_raw_mode(0o666), rustix::fs::makedev(1, 3)).unwrap();
+    }
+    // A fresh backup of the richer tree, the only generation on the disk.
+    fs::remove_dir_all(&c.target).unwrap();
+    fs::create_dir(&c.target).unwrap();
+    offdisk_ok(&["backup", "--no-progress", "--target", s(&c.target), s(&c.src)]);
+    let work = c.dir.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let spec = anywhere_support::Spec { luks: "luks2", cipher: "aes-xts-plain64", key_bits: 512, sector: 4096, gpt: true, mkfs: &[] };
+    let img = anywhere_support::build(&spec, &c.target, &work);
+    FromCase { c, img }
+}
+
+/// DEST as someone left it: a file of their own where a restored file goes, a symlink out
+/// of DEST where a file goes and one where a directory goes.
+fn hostile_dest(c: &FromCase, dest: &Path) {
+    let d = dest.join(c.c.src.strip_prefix("/").unwrap()).join("d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("keep"), b"mine").unwrap();
+    symlink(c.c.outside.dir.join("victim"), d.join("f")).unwrap();
+    symlink(c.c.outside.dir.join("sub"), d.join("sub")).unwrap();
+}
+
+/// Restores the source tree into `dest` by `route` ("host" or "from"); exit code and the
+/// warnings with `dest` written as DEST, sorted.
+fn restore_by(c: &FromCase, route: &str, dest: &Path, extra: &[&str]) -> (Option<i32>, Vec<String>) {
+    let mut args: Vec<String> = vec!["restore".into()];
+    if route == "host" {
+        args.extend(["--target".into(), s(&c.c.target).into()]);
+    } else {
+        args.extend(["--from".into(), s(&c.img.path).into(), "--key-file".into(), s(&c.img.key_file).into()]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend([s(&c.c.src).into(), "--to".into(), s(dest).into()]);
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut warnings: Vec<String> = stderr(&out).lines().filter(|l| l.contains("warning:")).map(|l| l.replace(s(dest), "DEST")).collect();
+    warnings.sort();
+    (out.status.code(), warnings)
+}
+
+/// What two restores wrote, comparable: mkfs.ext4 -d keeps whole seconds only.
+fn restored(dest: &Path) -> std::collections::BTreeMap<Vec<u8>, Snap> {
+    let mut t = snapshot(dest);
+    for v in t.values_mut() {
+        v.mtime.1 = 0;
+    }
+    t
+}
+
+#[test]
+fn restore_from_an_image_follows_the_host_restores_rules() {
+    let mut c = from_case();
+    let (host, from) = (c.c.dir.path().join("dest-host"), c.c.dir.path().join("dest-from"));
+    hostile_dest(&c, &host);
+    hostile_dest(&c, &from);
+    c.c.outside.arm();
+    let (code_h, warn_h) = restore_by(&c, "host", &host, &[]);
+    let (code_f, warn_f) = restore_by(&c, "from", &from, &[]);
+    c.c.outside.assert_untouched("restore --from into a hostile DEST");
+    for (route, dest, code, warn) in [("host", &host, code_h, &warn_h), ("from", &from, code_f, &warn_f)] {
+        let d = dest.join(c.c.src.strip_prefix("/").unwrap()).join("d");
+        let all = warn.join("\n");
+        assert_eq!(code, Some(1), "{route}: what was left out shows in the exit status\n{all}");
+        assert_eq!(fs::read(d.join("keep")).unwrap(), b"mine", "{route}: a file already in DEST was overwritten");
+        assert!(all.contains("d/keep: exists, not overwritten"), "{route}: {all}");
+        assert!(fs::symlink_metadata(d.join("f")).unwrap().file_type().is_symlink(), "{route}: DEST's symlink was replaced");
+        assert!(all.contains("d/f: exists, not overwritten"), "{route}: {all}");
+        assert!(all.contains("d/sub: is a symbolic link, not a directory; not followed"), "{route}: {all}");
+        assert!(all.contains("--keep-setid keeps them"), "{route}: {all}");
+        assert_eq!(fs::metadata(d.join("suid")).unwrap().permissions().mode() & 0o7777, 0o755, "{route}");
+        assert_eq!(fs::metadata(d.join("shared")).unwrap().permissions().mode() & 0o7777, 0o2775, "{route}: a setgid directory is not a set-id program");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(fs::symlink_metadata(d.join("fifo")).unwrap().file_type().is_fifo(), "{route}");
+        assert!(fs::symlink_metadata(d.join("sock")).unwrap().file_type().is_socket(), "{route}: sockets are recreated as by the host restore");
+        if is_root() {
+            assert!(fs::symlink_metadata(d.join("null")).is_err(), "{route}: device node restored without --devices");
+            assert!(all.contains("d/null: device node not restored (use --devices to recreate device nodes)"), "{route}: {all}");
+        }
+    }
+    assert_eq!(warn_h, warn_f, "the two routes report differently");
+    assert_same_tree(&restored(&host), &restored(&from), "host restore vs restore --from");
+}
+
+#[test]
+fn restore_from_an_image_keeps_setid_and_devices_only_when_asked() {
+    let c = from_case();
+    let (host, from) = (c.c.dir.path().join("dest-host"), c.c.dir.path().join("dest-from"));
+    let args = ["--keep-setid", "--devices"];
+    let (code_h, warn_h) = restore_by(&c, "host", &host, &args);
+    let (code_f, warn_f) = restore_by(&c, "from", &from, &args);
+    assert_eq!((code_h, code_f), (Some(0), Some(0)), "{warn_h:?} {warn_f:?}");
+    for dest in [&host, &from] {
+        let d = dest.join(c.c.src.strip_prefix("/").unwrap()).join("d");
+        assert_eq!(fs::metadata(d.join("suid")).unwrap().permissions().mode() & 0o7777, 0o4755);
+        if is_root() {
+            use std::os::unix::fs::FileTypeExt;
+            assert!(fs::symlink_metadata(d.join("null")).unwrap().file_type().is_char_device());
+        }
+        // Hard links stay one file.
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(d.join("h1")).unwrap().ino(), fs::metadata(d.join("h2")).unwrap().ino());
+    }
+    assert_same_tree(&restored(&host), &restored(&from), "host restore vs restore --from, everything kept");
+}

@@ -222,12 +222,6 @@ pub fn hash_file(f: &mut File, buf: &mut Vec<u8>) -> io::Result<([u8; 32], u64)>
     Ok((*hasher.finalize().as_bytes(), total))
 }
 
-/// Recreates a fifo, device or socket node `name` in `dst` (owner-only until its metadata
-/// is applied).
-pub fn make_special(dst: &Dir, name: &OsStr, meta: &Meta) -> io::Result<()> {
-    dst.mknod(name, (meta.mode & libc::S_IFMT) | 0o600, meta.rdev)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@
 //! else a new copy with the new metadata. See offdisk-format(5).
 
 use super::copy::{self, CopyError};
+use super::dest::{self, Rules};
 use super::record::{Kind, MetadataReader, Record, RecordError, SourceId};
 use super::walk::{Missed, WalkEntry, WalkWarning, Walker};
 use crate::fsaccess::{self, hook, xattr, Dir, Meta, OpenError};
@@ -186,10 +187,9 @@ pub struct PipelineOptions {
     pub mode: Mode,
     /// Once requested, the walk stops, workers skip what is queued, and the run fails.
     pub stop: super::Stop,
-    /// Recreate device nodes (restore: only when asked).
-    pub devices: bool,
-    /// Keep set-user-ID and set-group-ID bits on files (restore: only when asked).
-    pub setid: bool,
+    /// What may be recreated as stored: everything for a backup; for a restore, set-id
+    /// bits and device nodes only when asked (see [`dest`]).
+    pub rules: Rules,
 }
 
 /// One entry that is not in the result, for the run's report.
@@ -301,15 +301,6 @@ pub fn record_for(rel: &Path, meta: &Meta, kind: Kind, size: u64, hash: Option<[
         path: rel.to_path_buf(),
         target,
         src: Some(source_id(meta)),
-    }
-}
-
-/// The permission bits to give a copy of `meta` (set-id bits of files only when allowed).
-fn mode_for(meta: &Meta, setid: bool) -> u32 {
-    if !setid && meta.is_file() {
-        meta.perm() & !(libc::S_ISUID | libc::S_ISGID)
-    } else {
-        meta.perm()
     }
 }
 
@@ -450,7 +441,7 @@ fn walk_and_decide(
             let made = match opts.mode {
                 // Owner-only until its metadata is applied, once its children are written.
                 Mode::Backup => dst.create_dir(&entry.name, 0o700).and_then(|()| dst.open_dir(&entry.name)),
-                Mode::Restore => dst.create_or_open_dir(&entry.name, 0o700).map(|(d, _)| d),
+                Mode::Restore => dest::open_dir(&dst, &entry.name),
             };
             let shown = dst_path(&opts.dst_shown, &entry.rel);
             match made {
@@ -593,14 +584,13 @@ fn source_missed(entry: &WalkEntry, e: io::Error) -> Outcome {
 
 fn target_error(opts: &PipelineOptions, entry: &WalkEntry, e: io::Error) -> Outcome {
     let shown = dst_path(&opts.dst_shown, &entry.rel);
-    if e.kind() == io::ErrorKind::AlreadyExists {
-        return Outcome::Missed { path: shown, why: "exists, not overwritten".into(), missed: Missed::NotBackedUp };
+    // Something already in DEST, or a name the target filesystem cannot hold, leaves this
+    // entry out, not the run.
+    match dest::left_out(&e) {
+        Some(why) if e.kind() == io::ErrorKind::AlreadyExists => Outcome::Missed { path: shown, why, missed: Missed::NotBackedUp },
+        Some(why) => Outcome::Missed { path: entry.src.clone(), why, missed: Missed::NotBackedUp },
+        None => Outcome::Fatal(fsaccess::at(&shown, e)),
     }
-    // A name the target filesystem cannot hold leaves this entry out, not the run.
-    if e.raw_os_error() == Some(libc::ENAMETOOLONG) {
-        return Outcome::Missed { path: entry.src.clone(), why: format!("the target cannot hold this name: {e}"), missed: Missed::NotBackedUp };
-    }
-    Outcome::Fatal(fsaccess::at(&shown, e))
 }
 
 /// Opens the regular file the walk saw; if the name now holds another object, looks once
@@ -672,11 +662,10 @@ fn carry_out(job: &mut Job, opts: &PipelineOptions, buf: &mut Vec<u8>) -> Outcom
         Action::Special => {
             let entry = &job.entry;
             let kind = kind_of(&entry.meta);
-            if matches!(kind, Kind::CharDev | Kind::BlockDev) && !opts.devices {
-                let why = "device node not restored (use --devices to recreate device nodes)".to_string();
-                return Outcome::Missed { path: dst_path(&opts.dst_shown, &entry.rel), why, missed: Missed::NotBackedUp };
+            if let Some(why) = opts.rules.refuses(entry.meta.kind()) {
+                return Outcome::Missed { path: dst_path(&opts.dst_shown, &entry.rel), why: why.into(), missed: Missed::NotBackedUp };
             }
-            if let Err(e) = copy::make_special(&job.dst, &entry.name, &entry.meta) {
+            if let Err(e) = dest::make_special(&job.dst, &entry.name, entry.meta.kind(), entry.meta.rdev) {
                 return target_error(opts, entry, e);
             }
             match copy::apply_at_metadata(&entry.parent, &entry.name, &job.dst, &entry.name, &entry.meta) {
@@ -725,15 +714,15 @@ fn copy_regular(job: &mut Job, opts: &PipelineOptions, buf: &mut Vec<u8>) -> Out
         Err(e) => return source_missed(&job.entry, e),
     };
     let entry = &job.entry;
-    let mode = mode_for(&entry.meta, opts.setid);
+    let mode = opts.rules.mode(entry.meta.kind(), entry.meta.perm());
     match copy::copy_file(&mut input, &entry.meta, mode, &job.dst, &entry.name, buf) {
         Ok(c) => {
             let mut record = record_for(&entry.rel, &entry.meta, Kind::File, c.size, Some(c.hash), None);
             if mode != entry.meta.perm() {
                 // Recorded as written: the bits the file now has.
                 record.mode = mode;
-                let why = format!("set-user/group-ID bits dropped ({:04o} restored as {mode:04o}; --keep-setid keeps them)", entry.meta.perm());
-                return Outcome::Noted { record, new_bytes: c.size, note: format!("{}: {why}", dst_path(&opts.dst_shown, &entry.rel).display()) };
+                let note = dest::setid_dropped(&dst_path(&opts.dst_shown, &entry.rel), entry.meta.perm(), mode);
+                return Outcome::Noted { record, new_bytes: c.size, note };
             }
             Outcome::Done { record, new_bytes: c.size, linked: false }
         }
@@ -877,8 +866,8 @@ fn handle_done(
             let linked = opts.dst_root.open_beneath(first_parent).and_then(|d| d.hard_link(first_name, &dst, &entry.name));
             if let Err(e) = linked {
                 if e.kind() == io::ErrorKind::AlreadyExists {
-                    stats.warnings.push(format!("{}: exists, not overwritten", shown.display()));
-                    stats.not_backed_up.push(MissedEntry { path: shown, reason: "exists, not overwritten".into() });
+                    stats.warnings.push(format!("{}: {}", shown.display(), dest::EXISTS));
+                    stats.not_backed_up.push(MissedEntry { path: shown, reason: dest::EXISTS.into() });
                     return Ok(());
                 }
                 return Err(PipelineError::Target { error: fsaccess::at(&shown, e), path: shown });

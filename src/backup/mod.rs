@@ -15,6 +15,7 @@
 //! per file before a worker does it.
 
 pub mod copy;
+pub mod dest;
 pub mod engine;
 pub mod generation;
 pub mod prune;
@@ -571,8 +572,7 @@ fn make_generation(
             dst_shown: tree.clone(),
             threads: opts.threads,
             mode: engine::Mode::Backup,
-            devices: true,
-            setid: true,
+            rules: dest::Rules::ALL,
             stop: opts.stop.clone(),
         };
         on(EngineEvent::Step(Step::Copying));

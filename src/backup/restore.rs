@@ -20,10 +20,8 @@ pub struct RestoreOptions {
     pub paths: Vec<PathBuf>,
     pub dest: PathBuf,
     pub threads: usize,
-    /// Recreate device nodes stored in the generation (like rsync's --devices).
-    pub devices: bool,
-    /// Keep set-user-ID and set-group-ID bits of files (otherwise dropped, with a warning).
-    pub preserve_setid: bool,
+    /// Set-id bits and device nodes: kept or made only when asked (see [`super::dest`]).
+    pub rules: super::dest::Rules,
 }
 
 #[derive(Debug)]
@@ -86,8 +84,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
         dst_shown: opts.dest.clone(),
         threads: opts.threads,
         mode: Mode::Restore,
-        devices: opts.devices,
-        setid: opts.preserve_setid,
+        rules: opts.rules,
         stop: Default::default(),
     };
 

@@ -8,7 +8,7 @@ use super::prompt::{read_passphrase, KeySource};
 use super::{CliResult, Failure};
 use crate::backup::generation::format_time_iso;
 use crate::error::exit;
-use crate::offline::{self, ls, restore, source::Kind, verify, BackupDisk};
+use crate::offline::{self, ls, restore, source::FileKind, verify, BackupDisk};
 use clap::Args;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -39,8 +39,8 @@ pub struct RestorePolicyArgs {
 }
 
 impl RestorePolicyArgs {
-    pub fn policy(&self) -> restore::Policy {
-        restore::Policy { keep_setid: self.keep_setid, devices: self.devices }
+    pub fn rules(&self) -> crate::backup::dest::Rules {
+        crate::backup::dest::Rules { keep_setid: self.keep_setid, devices: self.devices }
     }
 }
 
@@ -215,7 +215,7 @@ pub fn run_ls(a: LsArgs, _verbose: bool) -> CliResult {
             continue;
         }
         let size = match e.stat.kind {
-            Kind::CharDev | Kind::BlockDev => format!("{},{}", e.stat.rdev.0, e.stat.rdev.1),
+            FileKind::CharDev | FileKind::BlockDev => format!("{},{}", e.stat.rdev.0, e.stat.rdev.1),
             _ => e.stat.size.to_string(),
         };
         let when = format_time_iso(e.stat.mtime.0);

@@ -10,6 +10,27 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// The exit statuses of `offdisk backup`, for its help and man page.
+/// The rules of every restore, shown by `offdisk restore --help` and offdisk-restore(8).
+pub const RESTORE_RULES: &str = "\
+Each PATH is recreated below DEST at the same relative place (/home/a/docs becomes \
+DEST/home/a/docs), with contents, modes, nanosecond mtimes, symlinks, hard links, xattrs and \
+ACLs, and owners when run as root. Contents are checked against the generation's BLAKE3 \
+checksums on the way.
+
+DEST may already hold anything, and a restore from a mounted disk (--target, --disk) and one \
+from the disk read in userspace (--from) follow the same rules:
+  - nothing already in DEST is overwritten: an existing file, symlink or node is left \
+alone and named (\"exists, not overwritten\"); restore into an empty DEST to get every file;
+  - nothing in DEST is followed: a symbolic link (or file) where a directory goes is named \
+and everything below it left out;
+  - a PATH that runs through a symbolic link stored in the generation is refused;
+  - set-user-ID and set-group-ID bits of files come back only with --keep-setid, device \
+nodes only with --devices; FIFOs and sockets are recreated.
+
+Exit status: 0 everything restored exactly; 1 something was left out, changed (set-id bits \
+dropped) or did not match its checksum (each one named as a warning), or wrong usage; 2 wrong \
+passphrase (--from); 4 the disk or DEST could not be read or written.";
+
 pub const BACKUP_EXIT_STATUS: &str = "\
 Exit status:
   0   the generation is complete and holds everything the sources had.
@@ -329,7 +350,7 @@ pub fn run_generations(a: GenerationsArgs, _verbose: bool) -> CliResult {
 
 pub fn run_restore(a: RestoreArgs, _verbose: bool) -> CliResult {
     if a.from.from.is_some() {
-        let opts = crate::offline::restore::RestoreOptions { generation: a.generation, paths: a.paths, dest: a.to, policy: a.policy.policy() };
+        let opts = crate::offline::restore::RestoreOptions { generation: a.generation, paths: a.paths, dest: a.to, rules: a.policy.rules() };
         return super::anywhere::run_restore(&a.from, opts, a.json);
     }
     let r = resolve(&a.target)?;
@@ -339,8 +360,7 @@ pub fn run_restore(a: RestoreArgs, _verbose: bool) -> CliResult {
         paths: a.paths.clone(),
         dest: a.to.clone(),
         threads: threads(&a.target),
-        devices: a.policy.devices,
-        preserve_setid: a.policy.keep_setid,
+        rules: a.policy.rules(),
     };
     let s = backup::restore::restore(&opts)?;
     if a.json {

@@ -56,6 +56,7 @@ pub enum Command {
     /// List complete backup generations.
     Generations(backup::GenerationsArgs),
     /// Copy files back out of a backup generation.
+    #[command(after_long_help = backup::RESTORE_RULES)]
     Restore(backup::RestoreArgs),
     /// List what a generation on a backup disk holds, reading the disk directly (--from).
     Ls(anywhere::LsArgs),

@@ -16,16 +16,8 @@ pub(crate) const I_BLOCK_LEN: usize = 60;
 /// Longest symlink target read (the kernel's limit is one page).
 pub const MAX_SYMLINK: u64 = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    File,
-    Dir,
-    Symlink,
-    Fifo,
-    CharDev,
-    BlockDev,
-    Socket,
-}
+/// One notion of file kind across the crate: the file-access layer's.
+pub use crate::fsaccess::FileKind;
 
 /// Seconds since the Unix epoch and nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -67,6 +59,8 @@ impl std::fmt::Debug for Inode {
 }
 
 impl Inode {
+    /// The kind its mode says; a type the kernel does not know reads as a regular file
+    /// (so its bytes are still reachable, bounded like any file's).
     pub fn kind(&self) -> FileKind {
         match self.mode & 0o170000 {
             0o040000 => FileKind::Dir,

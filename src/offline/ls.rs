@@ -1,6 +1,6 @@
 //! `offdisk ls --from`: what a generation holds at a path, as `ls -l` shows it.
 
-use super::source::{Kind, Source, Stat};
+use super::source::{FileKind, Source, Stat};
 use super::{OfflineError, Result};
 use crate::backup::restore::relative_in_tree;
 use std::os::unix::ffi::OsStrExt;
@@ -32,11 +32,11 @@ pub fn ls<S: Source>(src: &S, want: Option<&str>, path: &Path) -> Result<Listing
     let shown = Path::new("/").join(&rel);
     let one = |p: PathBuf, n: &S::Node| {
         let stat = src.stat(n);
-        let target = (stat.kind == Kind::Symlink).then(|| src.read_link(n).ok()).flatten();
+        let target = (stat.kind == FileKind::Symlink).then(|| src.read_link(n).ok()).flatten();
         Listed { path: p, stat, target, error: None }
     };
     let mut entries = Vec::new();
-    if src.stat(&node).kind == Kind::Dir {
+    if src.stat(&node).kind == FileKind::Dir {
         for (name, child) in src.list(&node)? {
             let p = shown.join(std::ffi::OsStr::from_bytes(&name));
             match child {
@@ -51,20 +51,21 @@ pub fn ls<S: Source>(src: &S, want: Option<&str>, path: &Path) -> Result<Listing
 }
 
 fn blank() -> Stat {
-    Stat { kind: Kind::File, perm: 0, uid: 0, gid: 0, size: 0, mtime: (0, 0), atime: (0, 0), ino: 0, nlink: 0, rdev: (0, 0) }
+    Stat { kind: FileKind::File, perm: 0, uid: 0, gid: 0, size: 0, mtime: (0, 0), atime: (0, 0), ino: 0, nlink: 0, rdev: (0, 0) }
 }
 
 /// `drwxr-xr-x` for a kind and permission bits.
-pub fn mode_string(kind: Kind, perm: u32) -> String {
+pub fn mode_string(kind: FileKind, perm: u32) -> String {
     let mut s = String::with_capacity(10);
     s.push(match kind {
-        Kind::Dir => 'd',
-        Kind::Symlink => 'l',
-        Kind::Fifo => 'p',
-        Kind::CharDev => 'c',
-        Kind::BlockDev => 'b',
-        Kind::Socket => 's',
-        Kind::File => '-',
+        FileKind::Dir => 'd',
+        FileKind::Symlink => 'l',
+        FileKind::Fifo => 'p',
+        FileKind::CharDev => 'c',
+        FileKind::BlockDev => 'b',
+        FileKind::Socket => 's',
+        FileKind::File => '-',
+        FileKind::Unknown => '?',
     });
     for (i, who) in [(0o4000, 6), (0o2000, 3), (0o1000, 0)] {
         let bits = (perm >> who) & 7;
@@ -90,10 +91,10 @@ mod tests {
 
     #[test]
     fn mode_strings_as_ls_shows_them() {
-        assert_eq!(mode_string(Kind::Dir, 0o755), "drwxr-xr-x");
-        assert_eq!(mode_string(Kind::File, 0o4755), "-rwsr-xr-x");
-        assert_eq!(mode_string(Kind::File, 0o2644), "-rw-r-Sr--");
-        assert_eq!(mode_string(Kind::Dir, 0o1777), "drwxrwxrwt");
-        assert_eq!(mode_string(Kind::Symlink, 0o777), "lrwxrwxrwx");
+        assert_eq!(mode_string(FileKind::Dir, 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string(FileKind::File, 0o4755), "-rwsr-xr-x");
+        assert_eq!(mode_string(FileKind::File, 0o2644), "-rw-r-Sr--");
+        assert_eq!(mode_string(FileKind::Dir, 0o1777), "drwxrwxrwt");
+        assert_eq!(mode_string(FileKind::Symlink, 0o777), "lrwxrwxrwx");
     }
 }

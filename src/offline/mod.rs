@@ -21,7 +21,7 @@ use crate::error::{exit, Diagnose};
 use crate::ext4::{self, Ext4Error, Fs};
 use crate::luks::LuksError;
 use crate::secret::Passphrase;
-use source::{Ext4Source, Kind, Source};
+use source::{Ext4Source, FileKind, Source};
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 
@@ -125,7 +125,7 @@ pub fn generations<S: Source>(src: &S) -> Result<Vec<Found<S::Node>>> {
     let Some(dir) = src.child(&root, generation::GENERATIONS_DIR.as_bytes())? else {
         return Err(OfflineError::NoBackups);
     };
-    if src.stat(&dir).kind != Kind::Dir {
+    if src.stat(&dir).kind != FileKind::Dir {
         return Err(OfflineError::NoBackups);
     }
     let mut out = Vec::new();
@@ -133,10 +133,10 @@ pub fn generations<S: Source>(src: &S) -> Result<Vec<Found<S::Node>>> {
         let Ok(name) = String::from_utf8(name) else { continue };
         let Some((time, seq)) = generation::parse_name(&name) else { continue };
         let node = node?;
-        if src.stat(&node).kind != Kind::Dir {
+        if src.stat(&node).kind != FileKind::Dir {
             continue;
         }
-        let regular = |f: &str| -> Result<bool> { Ok(src.child(&node, f.as_bytes())?.is_some_and(|n| src.stat(&n).kind == Kind::File)) };
+        let regular = |f: &str| -> Result<bool> { Ok(src.child(&node, f.as_bytes())?.is_some_and(|n| src.stat(&n).kind == FileKind::File)) };
         if !regular(METADATA_FILE)? || !regular(INFO_FILE)? {
             continue;
         }
@@ -172,7 +172,7 @@ pub const MAX_LINE: usize = 1 << 20;
 pub fn info<S: Source>(src: &S, gen: &S::Node) -> Option<GenerationInfo> {
     let node = src.child(gen, INFO_FILE.as_bytes()).ok()??;
     let st = src.stat(&node);
-    if st.kind != Kind::File || st.size > MAX_INFO {
+    if st.kind != FileKind::File || st.size > MAX_INFO {
         return None;
     }
     let mut buf = Vec::new();
@@ -184,7 +184,7 @@ pub fn info<S: Source>(src: &S, gen: &S::Node) -> Option<GenerationInfo> {
 pub fn records<'a, S: Source>(src: &'a S, g: &Found<S::Node>) -> Result<impl Iterator<Item = std::result::Result<Record, RecordError>> + 'a> {
     let bad = |error: String| OfflineError::Metadata { generation: g.generation.name.clone(), file: METADATA_FILE, error };
     let node = src.child(&g.node, METADATA_FILE.as_bytes())?.ok_or_else(|| bad("missing".into()))?;
-    if src.stat(&node).kind != Kind::File {
+    if src.stat(&node).kind != FileKind::File {
         return Err(bad("not a regular file".into()));
     }
     let reader = LineBounded { inner: io::BufReader::with_capacity(1 << 20, src.reader(&node)), since_newline: 0 };
@@ -194,7 +194,7 @@ pub fn records<'a, S: Source>(src: &'a S, g: &Found<S::Node>) -> Result<impl Ite
 /// The generation's `tree/` directory.
 pub fn tree<S: Source>(src: &S, g: &Found<S::Node>) -> Result<S::Node> {
     match src.child(&g.node, TREE_DIR.as_bytes())? {
-        Some(n) if src.stat(&n).kind == Kind::Dir => Ok(n),
+        Some(n) if src.stat(&n).kind == FileKind::Dir => Ok(n),
         _ => Err(OfflineError::Metadata { generation: g.generation.name.clone(), file: TREE_DIR, error: "missing or not a directory".into() }),
     }
 }
@@ -206,10 +206,10 @@ pub fn walk_to<S: Source>(src: &S, tree: &S::Node, rel: &Path, shown: &Path) -> 
     let mut cur = tree.clone();
     let mut so_far = PathBuf::new();
     for c in rel.components() {
-        if src.stat(&cur).kind == Kind::Symlink {
+        if src.stat(&cur).kind == FileKind::Symlink {
             return Err(OfflineError::ThroughSymlink { path: shown.to_path_buf(), link: so_far });
         }
-        if src.stat(&cur).kind != Kind::Dir {
+        if src.stat(&cur).kind != FileKind::Dir {
             return Ok(None);
         }
         so_far.push(c);

@@ -4,24 +4,15 @@
 //! [`super::verify`], [`super::restore`] and [`super::ls`] exists once.
 
 use super::Result;
-use crate::ext4::{self, FileKind, Fs, Inode, ReadAt};
+use crate::ext4::{self, Fs, Inode, ReadAt};
 use std::io;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Dir,
-    Symlink,
-    Fifo,
-    CharDev,
-    BlockDev,
-    Socket,
-}
+pub use crate::fsaccess::FileKind;
 
 /// What `lstat` says of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
-    pub kind: Kind,
+    pub kind: FileKind,
     /// Permission bits with set-id and sticky.
     pub perm: u32,
     pub uid: u32,
@@ -89,18 +80,6 @@ impl Ext4Source {
     }
 }
 
-fn kind(k: FileKind) -> Kind {
-    match k {
-        FileKind::File => Kind::File,
-        FileKind::Dir => Kind::Dir,
-        FileKind::Symlink => Kind::Symlink,
-        FileKind::Fifo => Kind::Fifo,
-        FileKind::CharDev => Kind::CharDev,
-        FileKind::BlockDev => Kind::BlockDev,
-        FileKind::Socket => Kind::Socket,
-    }
-}
-
 impl Source for Ext4Source {
     type Node = Inode;
     fn root(&self) -> Result<Inode> {
@@ -108,7 +87,7 @@ impl Source for Ext4Source {
     }
     fn stat(&self, n: &Inode) -> Stat {
         Stat {
-            kind: kind(n.kind()),
+            kind: n.kind(),
             perm: n.perm(),
             uid: n.uid,
             gid: n.gid,

@@ -3,7 +3,7 @@
 //! damaged entries by generation and path; contents hashed on worker threads; a file shared
 //! by several generations (one inode) read once.
 
-use super::source::{Kind, Source, Stat};
+use super::source::{FileKind, Source, Stat};
 use super::{Found, OfflineError, Result};
 use crate::backup::record::{Kind as RKind, Record, MANIFEST_FILE, METADATA_FILE, TREE_DIR};
 use crate::backup::verify::{Problem, ProblemKind, VerifyReport};
@@ -87,7 +87,7 @@ impl<S: Source> Iterator for TreeWalk<'_, S> {
                 Err(e) => return Some(Visit::Bad { rel, detail: e.to_string() }),
             };
             let st = self.src.stat(&node);
-            if st.kind == Kind::Dir {
+            if st.kind == FileKind::Dir {
                 if !self.entered.insert(st.ino) {
                     return Some(Visit::Bad { rel, detail: "directory linked more than once (a loop on the backup disk); not entered".into() });
                 }
@@ -112,7 +112,7 @@ fn verify_one<S: Source>(src: &S, g: &Found<S::Node>, opts: &VerifyOptions, seen
     let problems: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let add = |kind, path, detail| problems.lock().unwrap_or_else(|e| e.into_inner()).push(problem(kind, path, detail));
     match src.child(&g.node, MANIFEST_FILE.as_bytes()) {
-        Ok(Some(n)) if src.stat(&n).kind == Kind::File => {}
+        Ok(Some(n)) if src.stat(&n).kind == FileKind::File => {}
         _ => add(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new()),
     }
     let records = match super::records(src, g) {
@@ -256,13 +256,13 @@ fn check_content<S: Source>(src: &S, job: &Job<S::Node>, seen: &Mutex<HashMap<u6
 
 fn compare<S: Source>(src: &S, r: &Record, node: &S::Node, st: &Stat, quick: bool) -> Option<String> {
     let type_ok = match r.kind {
-        RKind::File | RKind::HardLink => st.kind == Kind::File,
-        RKind::Dir => st.kind == Kind::Dir,
-        RKind::Symlink => st.kind == Kind::Symlink,
-        RKind::Fifo => st.kind == Kind::Fifo,
-        RKind::CharDev => st.kind == Kind::CharDev,
-        RKind::BlockDev => st.kind == Kind::BlockDev,
-        RKind::Socket => st.kind == Kind::Socket,
+        RKind::File | RKind::HardLink => st.kind == FileKind::File,
+        RKind::Dir => st.kind == FileKind::Dir,
+        RKind::Symlink => st.kind == FileKind::Symlink,
+        RKind::Fifo => st.kind == FileKind::Fifo,
+        RKind::CharDev => st.kind == FileKind::CharDev,
+        RKind::BlockDev => st.kind == FileKind::BlockDev,
+        RKind::Socket => st.kind == FileKind::Socket,
     };
     if !type_ok {
         return Some("type changed".into());
