@@ -9,7 +9,7 @@ use super::record::{Kind, MetadataReader, Record, MANIFEST_FILE, METADATA_FILE, 
 use super::walk::WalkWarning;
 use super::{generation::Generation, BackupError};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use crate::fsaccess::{Dir, Entry, FileKind};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -98,15 +98,48 @@ pub fn verify_observed(opts: &VerifyOptions, done: &mut dyn FnMut(&Generation, &
         return Err(BackupError::NoGenerations(opts.root.clone()));
     }
     let mut report = VerifyReport::default();
-    let seen: Mutex<HashMap<(u64, u64), [u8; 32]>> = Mutex::new(HashMap::new());
-    for g in &gens {
+    let seen = Seen::new();
+    for (i, g) in gens.iter().enumerate() {
         opts.stop.check()?;
+        // Only a generation still to come can share an inode with this one: the last one
+        // remembers nothing, so verifying one generation holds no per-file state at all.
+        seen.remember.store(seen.keyed && i + 1 < gens.len(), std::sync::atomic::Ordering::Relaxed);
         verify_one(&gens_dir, g, opts, &seen, &mut report);
         opts.stop.check()?;
         report.generations.push(g.name.clone());
         done(g, &report);
     }
     Ok(report)
+}
+
+/// Inodes already found to hold the content a record expects, so a file shared by several
+/// generations is read once per run. One 16-byte keyed digest of (device, inode, expected
+/// hash) per inode, not the triple itself (48 bytes): the key is random per run, so a disk
+/// cannot make a damaged file's digest collide with a good one's (chance 2^-128 per pair).
+/// Only inodes with other links are kept (a file with one name cannot come again).
+struct Seen {
+    key: [u8; 32],
+    /// The key is random (else nothing is remembered and every file is hashed).
+    keyed: bool,
+    set: Mutex<HashSet<u128>>,
+    remember: std::sync::atomic::AtomicBool,
+}
+
+impl Seen {
+    fn new() -> Seen {
+        let mut key = [0u8; 32];
+        let keyed = getrandom::fill(&mut key).is_ok();
+        Seen { key, keyed, set: Mutex::new(HashSet::new()), remember: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    fn digest(&self, dev: u64, ino: u64, expected: &[u8; 32]) -> u128 {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(&dev.to_le_bytes());
+        h.update(&ino.to_le_bytes());
+        h.update(expected);
+        let out = h.finalize();
+        u128::from_le_bytes(out.as_bytes()[..16].try_into().expect("16 bytes"))
+    }
 }
 
 struct HashJob {
@@ -175,7 +208,7 @@ impl Iterator for NameWalk {
     }
 }
 
-fn verify_one(gens_dir: &Dir, g: &Generation, opts: &VerifyOptions, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, report: &mut VerifyReport) {
+fn verify_one(gens_dir: &Dir, g: &Generation, opts: &VerifyOptions, seen: &Seen, report: &mut VerifyReport) {
     let problem = |kind, path: PathBuf, detail: String| Problem { generation: g.name.clone(), kind, path, detail };
     let gdir = match gens_dir.open_dir(OsStr::new(&g.name)) {
         Ok(d) => d,
@@ -317,15 +350,18 @@ fn verify_one(gens_dir: &Dir, g: &Generation, opts: &VerifyOptions, seen: &Mutex
 
 /// Opens, checks size, and hashes unless this inode was already found good with the
 /// same hash (generations share unchanged files). Returns the bytes read.
-fn check_content(job: &HashJob, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, buf: &mut Vec<u8>) -> Result<u64, String> {
+fn check_content(job: &HashJob, seen: &Seen, buf: &mut Vec<u8>) -> Result<u64, String> {
     use std::io::Read;
     let (mut f, meta) = job.dir.open_file(&job.name, None).map_err(|e| format!("cannot read: {e}"))?;
     if meta.size != job.size {
         return Err(format!("size {}, expected {}", meta.size, job.size));
     }
-    let ino = (meta.dev, meta.ino);
-    if seen.lock().unwrap().get(&ino) == Some(&job.expected) {
-        return Ok(0);
+    // A file with one name was never seen before (nor will be): no lookup, no digest.
+    let digest = (meta.nlink > 1).then(|| seen.digest(meta.dev, meta.ino, &job.expected));
+    if let Some(d) = digest {
+        if seen.set.lock().unwrap().contains(&d) {
+            return Ok(0);
+        }
     }
     buf.resize(super::copy::BUF_SIZE, 0);
     let mut hasher = blake3::Hasher::new();
@@ -348,7 +384,9 @@ fn check_content(job: &HashJob, seen: &Mutex<HashMap<(u64, u64), [u8; 32]>>, buf
     if hasher.finalize().as_bytes() != &job.expected {
         return Err("content does not match its checksum".into());
     }
-    seen.lock().unwrap().insert(ino, job.expected);
+    if let Some(d) = digest.filter(|_| seen.remember.load(std::sync::atomic::Ordering::Relaxed)) {
+        seen.set.lock().unwrap().insert(d);
+    }
     Ok(total)
 }
 
