@@ -35,6 +35,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether an entry of type `found` on the disk is what this record says it is (a
+    /// further hard-link name is a regular file). Host and offline verify both ask this.
+    pub fn is(self, found: crate::fsaccess::FileKind) -> bool {
+        use crate::fsaccess::FileKind as F;
+        matches!(
+            (self, found),
+            (Kind::File | Kind::HardLink, F::File)
+                | (Kind::Dir, F::Dir)
+                | (Kind::Symlink, F::Symlink)
+                | (Kind::Fifo, F::Fifo)
+                | (Kind::CharDev, F::CharDev)
+                | (Kind::BlockDev, F::BlockDev)
+                | (Kind::Socket, F::Socket)
+        )
+    }
+
     fn letter(self) -> char {
         match self {
             Kind::File => 'f',

@@ -393,15 +393,7 @@ fn check_content(job: &HashJob, seen: &Seen, buf: &mut Vec<u8>) -> Result<u64, S
 /// Checks that need no reading: type always; size and mtime in quick mode (one lstat);
 /// symlink targets.
 fn compare(r: &Record, e: &Named, quick: bool) -> Option<String> {
-    let type_ok = match r.kind {
-        Kind::File | Kind::HardLink => e.kind == FileKind::File,
-        Kind::Dir => e.kind == FileKind::Dir,
-        Kind::Symlink => e.kind == FileKind::Symlink,
-        Kind::Fifo => e.kind == FileKind::Fifo,
-        Kind::CharDev => e.kind == FileKind::CharDev,
-        Kind::BlockDev => e.kind == FileKind::BlockDev,
-        Kind::Socket => e.kind == FileKind::Socket,
-    };
+    let type_ok = r.kind.is(e.kind);
     if !type_ok {
         return Some("type changed".into());
     }

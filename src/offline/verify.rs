@@ -255,15 +255,7 @@ fn check_content<S: Source>(src: &S, job: &Job<S::Node>, seen: &Mutex<HashMap<u6
 }
 
 fn compare<S: Source>(src: &S, r: &Record, node: &S::Node, st: &Stat, quick: bool) -> Option<String> {
-    let type_ok = match r.kind {
-        RKind::File | RKind::HardLink => st.kind == FileKind::File,
-        RKind::Dir => st.kind == FileKind::Dir,
-        RKind::Symlink => st.kind == FileKind::Symlink,
-        RKind::Fifo => st.kind == FileKind::Fifo,
-        RKind::CharDev => st.kind == FileKind::CharDev,
-        RKind::BlockDev => st.kind == FileKind::BlockDev,
-        RKind::Socket => st.kind == FileKind::Socket,
-    };
+    let type_ok = r.kind.is(st.kind);
     if !type_ok {
         return Some("type changed".into());
     }
