@@ -114,9 +114,7 @@ pub fn apply_at_metadata(src: &Dir, src_name: &OsStr, dst: &Dir, name: &OsStr, m
         r => r.map_err(t)?,
     }
     if !meta.is_symlink() {
-        // A node this run just made in its own directory: chmod by name cannot be redirected.
-        rustix::fs::chmodat(dst, name, rustix::fs::Mode::from_raw_mode(meta.perm()), rustix::fs::AtFlags::empty())
-            .map_err(|e| t(e.into()))?;
+        dst.chmod_at(name, meta.perm()).map_err(t)?;
     }
     let skipped = xattr::copy(Node::At(src, src_name), Node::At(dst, name))?;
     dst.set_times_at(name, meta.atime, meta.mtime).map_err(t)?;

@@ -440,6 +440,22 @@ impl Dir {
     }
 
     /// Owner of `name` itself (`fchownat(.., AT_SYMLINK_NOFOLLOW)`).
+    /// chmod of `name` itself, never of what a symlink there points to. fchmodat cannot
+    /// refuse to follow a link on the kernels Debian ships, and a node made in a directory
+    /// someone else can write to (a user-owned restore DEST) can be swapped for a symlink
+    /// to /etc/shadow between mknod and chmod. So the node is pinned with
+    /// O_PATH|O_NOFOLLOW, checked not to be a link, and changed through its
+    /// /proc/self/fd entry (glibc's AT_SYMLINK_NOFOLLOW emulation does the same).
+    pub fn chmod_at(&self, name: &OsStr, mode: u32) -> io::Result<()> {
+        let fd = rustix::fs::openat(&self.fd, check_name(name)?, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno)?;
+        let st = rustix::fs::fstat(&fd).map_err(errno)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        rustix::fs::chmod(format!("/proc/self/fd/{}", fd.as_raw_fd()), Mode::from_raw_mode(mode & 0o7777)).map_err(errno)
+    }
+
     pub fn chown_at(&self, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
         rustix::fs::chownat(
             &self.fd,

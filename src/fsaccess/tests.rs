@@ -219,3 +219,21 @@ fn fd_limit_is_raised_to_the_hard_limit() {
     assert_eq!(Some(n), l.current);
     assert!(n >= 256);
 }
+
+#[test]
+fn chmod_at_changes_the_node_never_a_link_target() {
+    let (t, d) = tmp();
+    let victim = t.path().join("victim");
+    std::fs::write(&victim, b"x").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A node swapped for a symlink after it was made: chmod by name through fchmodat
+    // would turn the target into -rwsrwxrwx.
+    std::os::unix::fs::symlink(&victim, t.path().join("node")).unwrap();
+    let e = d.chmod_at(os("node"), 0o4777).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+    assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777, 0o600);
+    // A FIFO (the kind of node this is for) gets its mode.
+    d.mknod(os("fifo"), libc::S_IFIFO | 0o600, 0).unwrap();
+    d.chmod_at(os("fifo"), 0o640).unwrap();
+    assert_eq!(std::fs::symlink_metadata(t.path().join("fifo")).unwrap().permissions().mode() & 0o7777, 0o640);
+}

@@ -264,7 +264,7 @@ impl<S: Source> Restorer<'_, S> {
     }
 
     /// Owner, mode (not of symlinks), xattrs and times of `name`, a node this run just made
-    /// in its own open directory (acting on it by name cannot be redirected).
+    /// in its open directory, each change refusing to follow a link swapped in there.
     fn apply_at(&mut self, dir: &Dir, name: &OsStr, path: &Path, node: &S::Node, st: &Stat, mode_too: bool) -> Step {
         match dir.chown_at(name, st.uid, st.gid) {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !is_root() => {}
@@ -272,7 +272,7 @@ impl<S: Source> Restorer<'_, S> {
         }
         if mode_too {
             let mode = self.rules.mode(st.kind, st.perm);
-            rustix::fs::chmodat(dir, name, rustix::fs::Mode::from_raw_mode(mode), rustix::fs::AtFlags::empty()).map_err(|e| target(path, e.into()))?;
+            dir.chmod_at(name, mode).map_err(|e| target(path, e))?;
         }
         self.set_xattrs(xattr::Node::At(dir, name), node, path);
         dir.set_times_at(name, st.atime, st.mtime).map_err(|e| target(path, e))
