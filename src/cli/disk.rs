@@ -3,7 +3,10 @@
 
 use super::prompt::{read_passphrase, KeySource};
 use super::{CliResult, Failure};
-use crate::disk::lifecycle::{self, DiskError, LuksDevice, OpenRequest};
+use crate::disk::open::{self, OpenRequest};
+use crate::disk::volume::{self, LuksDevice};
+use crate::disk::error::require_root;
+use crate::disk::{close, init, report, DiskError};
 use crate::disk::sysfs::human_size;
 use crate::error::exit;
 use super::hotplug::RegistrationArgs;
@@ -145,9 +148,9 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
     }
     let opts = a.format.options(Some(a.label.clone()))?;
     let registration = init_registration(&a)?;
-    lifecycle::require_root("offdisk init")?;
-    let target = lifecycle::resolve_device(&a.device, false)?;
-    let check = lifecycle::check_init(&target.disk, a.force)?;
+    require_root("offdisk init")?;
+    let target = volume::resolve_device(&a.device, false)?;
+    let check = init::check_init(&target.disk, a.force)?;
 
     eprintln!("Disk: {}", describe_disk(&target.disk, target.image.as_deref()));
     if check.found.is_empty() {
@@ -182,7 +185,7 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
         }
     };
     let paths = &a.registration.paths;
-    let out = lifecycle::init(&target, &a.label, &opts, &pass, &progress, |mount, luks_uuid| {
+    let out = init::init(&target, &a.label, &opts, &pass, &progress, |mount, luks_uuid| {
         registration.as_ref().map(|spec| {
             progress("registering it as a backup disk");
             register_mounted(&paths.config, &paths.host_key, luks_uuid, Some(&a.label), mount, spec)
@@ -232,21 +235,21 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
 }
 
 pub fn run_open(a: OpenArgs, verbose: bool) -> CliResult {
-    lifecycle::require_root("offdisk open")?;
+    require_root("offdisk open")?;
     if let Some(n) = &a.name {
         crate::dm::check_name(n).map_err(DiskError::from)?;
     }
-    let luks: LuksDevice = lifecycle::find_luks(&a.target, a.read_only)?;
+    let luks: LuksDevice = volume::find_luks(&a.target, a.read_only)?;
     let req = OpenRequest { name: a.name.clone(), mount: a.mount.clone(), read_only: a.read_only };
-    for c in lifecycle::clean_stale(Some(&luks)) {
+    for c in volume::clean_stale(Some(&luks)) {
         eprintln!("{c}");
     }
 
-    if let Some(m) = lifecycle::mapping_of(&luks)? {
+    if let Some(m) = volume::mapping_of(&luks)? {
         // Already open: say so, and mount if asked.
         let mut msg = format!("{} is already open as {}", luks.path.display(), m.path().display());
         if let Some(dir) = &req.mount {
-            let mp = lifecycle::mount_mapping(&m.path(), m.dev, dir.as_deref(), luks.label.as_deref(), &m.name, a.read_only || m.read_only)?;
+            let mp = open::mount_mapping(&m.path(), m.dev, dir.as_deref(), luks.label.as_deref(), &m.name, a.read_only || m.read_only)?;
             msg += &format!(", mounted on {}", mp.display());
         }
         println!("{msg}");
@@ -260,7 +263,7 @@ pub fn run_open(a: OpenArgs, verbose: bool) -> CliResult {
     let pass = passphrase(a.key_file.as_deref(), &format!("Enter passphrase for {who}: "), false)?;
     let unlocked = volume.unlock(&file, &pass, None)?;
     drop(pass);
-    let opened = lifecycle::activate_and_mount(&luks, &volume, &unlocked.key, &req)?;
+    let opened = open::activate_and_mount(&luks, &volume, &unlocked.key, &req)?;
     drop(unlocked);
     let mut msg = format!("Opened {} as {}", luks.path.display(), opened.mapper_path.display());
     if let Some(mp) = &opened.mount_point {
@@ -274,13 +277,13 @@ pub fn run_open(a: OpenArgs, verbose: bool) -> CliResult {
 }
 
 pub fn run_close(a: CloseArgs, _verbose: bool) -> CliResult {
-    lifecycle::require_root("offdisk close")?;
-    let m = lifecycle::find_open(&a.target)?;
-    let closed = lifecycle::close(&m)?;
+    require_root("offdisk close")?;
+    let m = close::find_open(&a.target)?;
+    let closed = close::close(&m)?;
     if let Some(line) = &closed.vanished {
         // The disk was pulled out while open: what was left of it is gone now.
         eprintln!("{line}");
-        for c in lifecycle::clean_stale(None) {
+        for c in volume::clean_stale(None) {
             eprintln!("{c}");
         }
         println!("{} is closed; its disk had already been unplugged.", m.info.name);
@@ -290,12 +293,12 @@ pub fn run_close(a: CloseArgs, _verbose: bool) -> CliResult {
         eprintln!("Unmounted {}", d.display());
     }
     eprintln!("Closed {}", m.info.name);
-    for c in lifecycle::clean_stale(None) {
+    for c in volume::clean_stale(None) {
         eprintln!("{c}");
     }
     if a.power_off {
         for d in &m.disks {
-            lifecycle::power_off(d)?;
+            close::power_off(d)?;
             eprintln!("Powered off {d}");
         }
     }
@@ -304,7 +307,7 @@ pub fn run_close(a: CloseArgs, _verbose: bool) -> CliResult {
     Ok(exit::OK)
 }
 
-fn print_reports(reports: &[lifecycle::DiskReport], all: bool) {
+fn print_reports(reports: &[report::DiskReport], all: bool) {
     if reports.is_empty() {
         println!("No disks found.");
         return;
@@ -361,7 +364,7 @@ struct KnownDisk {
     freshness: String,
 }
 
-fn known_disks(config: &crate::config::Config, reports: &[lifecycle::DiskReport]) -> Vec<KnownDisk> {
+fn known_disks(config: &crate::config::Config, reports: &[report::DiskReport]) -> Vec<KnownDisk> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let ledger_dir = config.ledger_dir();
     config
@@ -402,10 +405,10 @@ pub fn run_status(a: StatusArgs, _verbose: bool) -> CliResult {
     };
     // Leftovers of disks pulled out while open would show as open: clean them first (root
     // only; without root device-mapper cannot be asked and nothing happens).
-    for c in lifecycle::clean_stale(None) {
+    for c in volume::clean_stale(None) {
         eprintln!("{c}");
     }
-    let reports: Vec<_> = lifecycle::report().into_iter().filter(|r| !r.volumes.is_empty()).collect();
+    let reports: Vec<_> = report::report().into_iter().filter(|r| !r.volumes.is_empty()).collect();
     let known = known_disks(&config, &reports);
     if a.json {
         let v = serde_json::json!({ "known": known, "present": reports });
@@ -448,7 +451,7 @@ pub fn run_status(a: StatusArgs, _verbose: bool) -> CliResult {
 }
 
 pub fn run_list(a: ListArgs, _verbose: bool) -> CliResult {
-    let reports = lifecycle::report();
+    let reports = report::report();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
         return Ok(exit::OK);

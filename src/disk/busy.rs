@@ -1,5 +1,6 @@
 //! Which processes keep a filesystem busy: open files, working or root directories and mapped
-//! files whose device is the filesystem's device, found by scanning /proc.
+//! files whose device is the filesystem's device, found by scanning /proc; and what else holds
+//! a block device (a device stacked on it, swap).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -84,6 +85,21 @@ pub fn openers_of_node(dev: (u32, u32)) -> Vec<Holder> {
         let holds = std::fs::read_dir(base.join("fd")).is_ok_and(|fds| fds.flatten().any(|fd| is_node(&fd.path())));
         holds.then_some("device node open")
     })
+}
+
+/// A device stacked on ours, named with its device-mapper name when it has one.
+pub(super) fn holder_description(kernel_name: &str) -> String {
+    match std::fs::read_to_string(format!("/sys/class/block/{kernel_name}/dm/name")) {
+        Ok(n) => format!("{kernel_name} (device-mapper '{}')", n.trim()),
+        Err(_) => kernel_name.to_string(),
+    }
+}
+
+/// Whether the device at `path` is active swap (/proc/swaps).
+pub(super) fn swap_active(path: &Path) -> bool {
+    let Ok(swaps) = std::fs::read_to_string("/proc/swaps") else { return false };
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    swaps.lines().skip(1).any(|l| l.split_whitespace().next().map(Path::new) == Some(canon.as_path()))
 }
 
 #[cfg(test)]

@@ -1,15 +1,24 @@
 //! Block devices: probing signatures, GPT partitioning, loop devices, mkfs, mounts, and the
-//! sysfs view of disks (model, serial, size, holders).
+//! sysfs view of disks (model, serial, size, holders); and a backup disk's life on top of them,
+//! one module per job: find its volume ([`volume`]), make it ([`init`]), open it ([`open`]),
+//! close it ([`close`]), show it ([`report`]).
 
 pub mod busy;
-pub mod lifecycle;
+pub mod close;
+pub mod error;
 pub mod gpt;
+pub mod init;
 pub mod loopdev;
 pub mod mkfs;
 pub mod mount;
+pub mod open;
 pub mod probe;
+pub mod report;
 pub mod stale;
 pub mod sysfs;
+pub mod volume;
+
+pub use error::DiskError;
 
 /// Directories made at the top of a new backup filesystem: the backup engine's
 /// `generations/` (where `offdisk dock` and `offdisk backup` write the dated generations) and

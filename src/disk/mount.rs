@@ -90,6 +90,13 @@ pub fn default_mount_point(label: &str, fallback_name: &str) -> PathBuf {
     Path::new(base).join(safe)
 }
 
+/// Removes an (empty) mount directory we would have made ourselves.
+pub(crate) fn remove_default_mount_dir(dir: &Path) {
+    if dir.starts_with("/media") || dir.starts_with("/run/media") {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,7 +176,7 @@ pub fn apply(verdicts: Vec<Verdict>) -> Vec<Cleaned> {
                     // nothing on it can be saved any more. Detach it.
                     match nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH) {
                         Ok(()) => {
-                            super::lifecycle::remove_default_mount_dir(&dir);
+                            super::mount::remove_default_mount_dir(&dir);
                             unmounted.push(dir);
                         }
                         Err(e) => return Cleaned::Failed { name, why, error: format!("unmounting {}: {e}", dir.display()) },

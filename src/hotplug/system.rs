@@ -6,7 +6,8 @@
 use super::dock::{Backend, Probe};
 use super::registry::Registration;
 use super::HotplugError;
-use crate::disk::lifecycle::{self, LuksDevice, OpenRequest};
+use crate::disk::open::{self, OpenRequest};
+use crate::disk::volume::{self, LuksDevice};
 use crate::error::{exit, Diagnose};
 use crate::job::{human_bytes, BackupJob, Observer, Stop, VerifyJob};
 use crate::luks::{Unlocked, Volume};
@@ -43,8 +44,8 @@ fn diag<E: Diagnose>(what: &'static str) -> impl FnOnce(E) -> HotplugError {
 
 impl Backend for SystemBackend {
     fn probe(&mut self, dev: &Path) -> Result<Probe, HotplugError> {
-        let target = lifecycle::resolve_device(dev, true).map_err(diag("finding the device"))?;
-        let luks = lifecycle::luks_on(target).map_err(diag("reading the LUKS header"))?;
+        let target = volume::resolve_device(dev, true).map_err(diag("finding the device"))?;
+        let luks = volume::luks_on(target).map_err(diag("reading the LUKS header"))?;
         // Only the device udev named, never a partition found beside it.
         if luks.path != dev {
             return Err(step("reading the LUKS header", format!("{} has no LUKS header of its own", dev.display()), exit::DEVICE));
@@ -77,12 +78,12 @@ impl Backend for SystemBackend {
         };
         // A mapping left behind when this (or another) disk was pulled out mid-backup would
         // take the name: remove it first, saying so in the journal.
-        for c in lifecycle::clean_stale(Some(luks)) {
+        for c in volume::clean_stale(Some(luks)) {
             eprintln!("offdisk dock: {c}");
         }
-        let name = lifecycle::default_mapping_name(&luks.uuid);
+        let name = volume::default_mapping_name(&luks.uuid);
         let req = OpenRequest { name: Some(name.clone()), mount: Some(Some(at.to_path_buf())), read_only: false };
-        match lifecycle::activate_and_mount(luks, v, &u.key, &req) {
+        match open::activate_and_mount(luks, v, &u.key, &req) {
             Ok(opened) => {
                 self.mapping = Some(opened.mapping);
                 // The key now lives in the kernel; ours is wiped.
@@ -144,7 +145,7 @@ impl Backend for SystemBackend {
         }
         if let Some(l) = &self.luks {
             if l.path.exists() {
-                lifecycle::flush_disk(&l.path);
+                volume::flush_disk(&l.path);
             }
         }
         Ok(())
