@@ -76,6 +76,10 @@ pub struct CloseArgs {
     /// Power the disk off afterwards (USB disks are detached from their port).
     #[arg(long)]
     pub power_off: bool,
+    /// Config file with the registered disks, whose labels close a disk that is gone
+    /// (default: $OFFDISK_CONFIG or /etc/offdisk/config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -278,7 +282,19 @@ pub fn run_open(a: OpenArgs, verbose: bool) -> CliResult {
 
 pub fn run_close(a: CloseArgs, _verbose: bool) -> CliResult {
     require_root("offdisk close")?;
-    let m = close::find_open(&a.target)?;
+    // A registered label still names a disk that is gone. A config that cannot be read does
+    // not stop closing by any other name.
+    let config = crate::config::Config::load_default(a.config.as_deref());
+    let registered = config.as_ref().ok().and_then(|c| c.disk(&a.target)).map(|d| d.luks_uuid.clone());
+    let m = match close::find_open(&a.target, registered.as_deref()) {
+        Err(e @ DiskError::NotOpen(_)) => {
+            if let Err(ce) = &config {
+                eprintln!("offdisk: warning: registered labels not looked up: {ce}");
+            }
+            return Err(e.into());
+        }
+        r => r?,
+    };
     let closed = close::close(&m)?;
     if let Some(line) = &closed.vanished {
         // The disk was pulled out while open: what was left of it is gone now.

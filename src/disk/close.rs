@@ -17,8 +17,38 @@ pub struct OpenMapping {
 }
 
 /// Finds the mapping meant by NAME, /dev/mapper/NAME, a mount point, DEVICE, LABEL or UUID.
-pub fn find_open(spec: &str) -> Result<OpenMapping, DiskError> {
+/// `registered` is the LUKS UUID of the disk registered under `spec` (its label in the config),
+/// if any: once the disk has vanished nothing present carries its label, and only the
+/// registration still says which mapping is that disk's.
+pub fn find_open(spec: &str, registered: Option<&str>) -> Result<OpenMapping, DiskError> {
     let ctl = dm::Control::open()?;
+    let mut info = mapping_named(&ctl, spec)?;
+    if info.is_none() {
+        if let Some(u) = registered.and_then(|u| uuid::Uuid::parse_str(u).ok()) {
+            info = mapping_of_uuid(&ctl, &u)?;
+        }
+    }
+    let info = info.ok_or_else(|| DiskError::NotOpen(spec.into()))?;
+    let mut disks = Vec::new();
+    let kernel_name = format!("dm-{}", info.dev.1);
+    for dev in ctl.deps(&info.name)? {
+        // Only a device that really holds the mapping: after a pull-out its number may belong
+        // to another disk now, which must not be flushed or powered off in its place.
+        if !Path::new(&format!("/sys/dev/block/{}:{}/holders/{kernel_name}", dev.0, dev.1)).exists() {
+            continue;
+        }
+        if let Some(d) = sysfs::name_of_dev(dev).and_then(|n| sysfs::device(&n)) {
+            let whole = d.parent.unwrap_or(d.name);
+            if !disks.contains(&whole) {
+                disks.push(whole);
+            }
+        }
+    }
+    Ok(OpenMapping { info, disks })
+}
+
+/// The open mapping that `spec` alone names, if any (see [`find_open`]).
+fn mapping_named(ctl: &dm::Control, spec: &str) -> Result<Option<dm::MappingInfo>, DiskError> {
     let by_name = |n: &str| -> Result<Option<dm::MappingInfo>, DiskError> { Ok(ctl.info(n)?) };
     let mut info = if dm::check_name(spec).is_ok() { by_name(spec)? } else { None };
     if info.is_none() {
@@ -60,23 +90,20 @@ pub fn find_open(spec: &str) -> Result<OpenMapping, DiskError> {
             info = mapping_of(&l)?;
         }
     }
-    let info = info.ok_or_else(|| DiskError::NotOpen(spec.into()))?;
-    let mut disks = Vec::new();
-    let kernel_name = format!("dm-{}", info.dev.1);
-    for dev in ctl.deps(&info.name)? {
-        // Only a device that really holds the mapping: after a pull-out its number may belong
-        // to another disk now, which must not be flushed or powered off in its place.
-        if !Path::new(&format!("/sys/dev/block/{}:{}/holders/{kernel_name}", dev.0, dev.1)).exists() {
-            continue;
-        }
-        if let Some(d) = sysfs::name_of_dev(dev).and_then(|n| sysfs::device(&n)) {
-            let whole = d.parent.unwrap_or(d.name);
-            if !disks.contains(&whole) {
-                disks.push(whole);
-            }
-        }
+    Ok(info)
+}
+
+/// The mapping of the LUKS volume with UUID `u`: offdisk's own name for it (found even when
+/// the disk is gone), else the mapping built on that volume while it is present.
+fn mapping_of_uuid(ctl: &dm::Control, u: &uuid::Uuid) -> Result<Option<dm::MappingInfo>, DiskError> {
+    let u = u.hyphenated().to_string();
+    if let Some(m) = ctl.info(&default_mapping_name(&u))? {
+        return Ok(Some(m));
     }
-    Ok(OpenMapping { info, disks })
+    match find_luks(&u, true) {
+        Ok(l) => mapping_of(&l),
+        Err(_) => Ok(None),
+    }
 }
 
 /// What `close` did.

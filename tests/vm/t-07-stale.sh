@@ -1,8 +1,9 @@
 # Stale mappings: a disk pulled out while open (a real SCSI remove through sysfs, then a rescan
 # that brings it back with real udev events) leaves `luks-<uuid>` behind on the vanished device.
-# `offdisk close` on the vanished disk, the next `offdisk open`, `offdisk status` and the next
-# dock detect it, detach its mount and remove it, saying so in one line; one still in use is
-# reported and left alone. A dock killed mid-backup then pulled docks again and completes.
+# `offdisk close` on the vanished disk (by mapping name or registered label), the next
+# `offdisk open`, `offdisk status` and the next dock detect it, detach its mount and remove it,
+# saying so in one line; one still in use is reported and left alone. A dock killed mid-backup
+# then pulled docks again and completes.
 . "$VMDIR/lib.sh"
 
 rescan() { for h in /sys/class/scsi_host/host*/scan; do echo '- - -' > "$h"; done; udevadm settle; }
@@ -37,6 +38,17 @@ case "$out" in *"removed stale mapping luks-$uuid ("*"gone"*"), lazily unmounted
 has_mapping && notok stale-close-removed-mapping "$(dmsetup ls)" || ok stale-close-removed-mapping
 mounted /media/STALE1 && notok stale-close-unmounted "still mounted" || ok stale-close-unmounted
 
+# --- close by the registered label after the disk vanished ---------------------------------
+# Nothing present carries the label any more: the registration (LUKS UUID) finds the mapping.
+plug
+"$OFFDISK" open --key-file "$PW" STALE1 --mount >/dev/null 2>&1
+pull "$d"
+out=$(OFFDISK_CONFIG="$ST/etc/config.toml" "$OFFDISK" close STALE1 2>&1); rc=$?
+expect_eq stale-close-label-vanished-exit "$rc" 0
+case "$out" in *"removed stale mapping luks-$uuid ("*"gone"*"), lazily unmounted /media/STALE1"*) ok stale-close-label-says-so ;; *) notok stale-close-label-says-so "$out" ;; esac
+has_mapping && notok stale-close-label-removed-mapping "$(dmsetup ls)" || ok stale-close-label-removed-mapping
+mounted /media/STALE1 && notok stale-close-label-unmounted "still mounted" || ok stale-close-label-unmounted
+
 # --- the disk comes back: open cleans up and opens -----------------------------------------
 plug
 "$OFFDISK" open --key-file "$PW" STALE1 --mount >/dev/null 2>&1
@@ -60,6 +72,10 @@ has_mapping && mounted /media/STALE1 && ok stale-in-use-left-alone || notok stal
 out=$("$OFFDISK" close "luks-$uuid" 2>&1); rc=$?
 expect_eq stale-close-in-use-exit-5 "$rc" 5
 case "$out" in *"still in use by sleep"*) ok stale-close-in-use-names-process ;; *) notok stale-close-in-use-names-process "$out" ;; esac
+out=$("$OFFDISK" close --config "$ST/etc/config.toml" STALE1 2>&1); rc=$?
+expect_eq stale-close-label-in-use-exit-5 "$rc" 5
+case "$out" in *"still in use by sleep"*) ok stale-close-label-in-use-names-process ;; *) notok stale-close-label-in-use-names-process "$out" ;; esac
+has_mapping && mounted /media/STALE1 && ok stale-close-label-in-use-left-alone || notok stale-close-label-in-use-left-alone "torn down"
 kill "$spid"; wait "$spid" 2>/dev/null
 out=$("$OFFDISK" status 2>&1)
 case "$out" in *"removed stale mapping luks-$uuid"*) ok stale-status-cleans-once-free ;; *) notok stale-status-cleans-once-free "$out" ;; esac
