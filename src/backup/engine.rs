@@ -379,7 +379,7 @@ fn walk_and_decide(
     // Previous inodes reused for members of hard-link groups: which source inode took each
     // (keyed by the previous group's first name), so a split group is never joined again.
     let mut claims: HashMap<PathBuf, (u64, u64)> = HashMap::new();
-    let mut batch = Batch { jobs: &jobs, pending: Vec::with_capacity(BATCH_JOBS), bytes: 0 };
+    let mut batch = Batch { jobs: &jobs, pending: Vec::with_capacity(64), bytes: 0 };
     let prev_tree = previous.as_ref().map(|p| Arc::clone(&p.tree));
     let mut levels: Vec<Level> = vec![Level { rel: PathBuf::new(), dst: Arc::clone(&opts.dst_root), prev: prev_tree }];
     // A directory that could not be made: everything below it is left out with it.
@@ -523,8 +523,11 @@ fn walk_and_decide(
 }
 
 /// Jobs go to the workers in batches: one channel hand-over per file would cost more in
-/// futex calls than linking a small file does.
-const BATCH_JOBS: usize = 64;
+/// futex calls than linking a small file does. A batch holds entries of one destination
+/// directory only, up to a whole (ordinary) directory: two workers making entries in the
+/// same directory serialize on its inode lock in the kernel (linkat, O_CREAT), so each
+/// worker gets directories of its own. The byte cap still spreads big files over workers.
+const BATCH_JOBS: usize = 1024;
 const BATCH_BYTES: u64 = 8 << 20;
 
 struct Batch<'a> {
@@ -535,6 +538,9 @@ struct Batch<'a> {
 
 impl Batch<'_> {
     fn push(&mut self, job: Job) {
+        if self.pending.last().is_some_and(|last| !Arc::ptr_eq(&last.dst, &job.dst)) {
+            self.flush();
+        }
         if matches!(job.action, Action::Copy | Action::Recheck { .. }) {
             self.bytes += job.entry.meta.size;
         }
@@ -546,7 +552,8 @@ impl Batch<'_> {
 
     fn flush(&mut self) {
         if !self.pending.is_empty() {
-            let jobs = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH_JOBS));
+            // Small to start with: most directories are small.
+            let jobs = std::mem::replace(&mut self.pending, Vec::with_capacity(64));
             self.bytes = 0;
             // A closed channel means the workers are gone because the run is aborting.
             let _ = self.jobs.send(jobs);

@@ -130,6 +130,17 @@ pub enum RecordError {
 /// newline, carriage return and other control characters; every other byte is `\xHH`.
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    escape_into(&mut out, bytes);
+    out
+}
+
+/// [`escape`], appended to `out`.
+pub fn escape_into(out: &mut String, bytes: &[u8]) {
+    // Most names are printable ASCII without a backslash: copied as they are.
+    if bytes.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\') {
+        out.push_str(std::str::from_utf8(bytes).expect("ASCII"));
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
@@ -147,7 +158,6 @@ pub fn escape(bytes: &[u8]) -> String {
             out.push_str(&format!("\\x{b:02x}"));
         }
     }
-    out
 }
 
 /// Inverse of [`escape`].
@@ -180,13 +190,18 @@ pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
 }
 
 pub fn hex(hash: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(64);
-    for b in hash {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
+    hex_into(&mut s, hash);
     s
+}
+
+/// [`hex`], appended to `out`.
+pub fn hex_into(out: &mut String, hash: &[u8; 32]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in hash {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
 }
 
 pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
@@ -205,13 +220,13 @@ impl Record {
     /// The version-2 line: kind, mode, uid, gid, size, mtime, ctime, dev, ino, nlink, hash,
     /// path[, target] (the source identity as `-` fields when unknown).
     pub fn to_line(&self) -> String {
-        let hash = self.hash.as_ref().map(hex).unwrap_or_else(|| "-".into());
-        let id = match &self.src {
-            Some(s) => format!("{}.{:09}\t{}\t{}\t{}", s.ctime_sec, s.ctime_nsec, s.dev, s.ino, s.nlink),
-            None => "-\t-\t-\t-".to_string(),
-        };
-        let mut line = format!(
-            "{}\t{:04o}\t{}\t{}\t{}\t{}.{:09}\t{}\t{}\t{}",
+        use std::fmt::Write as _;
+        let path = self.path.as_os_str().as_bytes();
+        // One buffer, no intermediate strings: this runs once per entry of every backup.
+        let mut line = String::with_capacity(192 + path.len());
+        let _ = write!(
+            line,
+            "{}\t{:04o}\t{}\t{}\t{}\t{}.{:09}\t",
             self.kind.letter(),
             self.mode,
             self.uid,
@@ -219,13 +234,22 @@ impl Record {
             self.size,
             self.mtime_sec,
             self.mtime_nsec,
-            id,
-            hash,
-            escape(self.path.as_os_str().as_bytes()),
         );
+        match &self.src {
+            Some(s) => {
+                let _ = write!(line, "{}.{:09}\t{}\t{}\t{}\t", s.ctime_sec, s.ctime_nsec, s.dev, s.ino, s.nlink);
+            }
+            None => line.push_str("-\t-\t-\t-\t"),
+        }
+        match &self.hash {
+            Some(h) => hex_into(&mut line, h),
+            None => line.push('-'),
+        }
+        line.push('\t');
+        escape_into(&mut line, path);
         if let Some(t) = &self.target {
             line.push('\t');
-            line.push_str(&escape(t));
+            escape_into(&mut line, t);
         }
         line.push('\n');
         line
