@@ -174,22 +174,25 @@ fi
 
 # Memory stays bounded: peak RSS of a full backup, an incremental and a verify of the whole
 # tree (compare across FILES to see it flat), and of a full backup of a tenth of it, with the
-# elapsed time of each single run (ONLY=memory is a quick scale run: one of each).
+# elapsed time of each single run (ONLY=memory is a quick scale run: one of each, with
+# rsync's full and incremental copies of the same tree for reference).
 if want memory && [ -x /usr/bin/time ]; then
   for part in "$SRC/d000 $SRC/d001 $SRC/d002 $SRC/d003 $SRC/d004" "$SRC"; do
     rm -rf "$TFS/mem"; mkdir -p "$TFS/mem"
     n=$(find $part -type f | wc -l)
-    /usr/bin/time -f "# peak RSS %M KiB, %e s: full backup of $n files" "$BIN" backup --no-progress --target "$TFS/mem" $part >/dev/null
+    /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: full backup of $n files" "$BIN" backup --no-progress --target "$TFS/mem" $part >/dev/null
   done
-  /usr/bin/time -f "# peak RSS %M KiB, %e s: incremental of $FILES files" "$BIN" backup --no-progress --target "$TFS/mem" $SRC >/dev/null
-  /usr/bin/time -f "# peak RSS %M KiB, %e s: verify of $FILES files (latest generation)" "$BIN" verify --target "$TFS/mem" --generation latest >/dev/null
-  /usr/bin/time -f "# peak RSS %M KiB, %e s: verify of $FILES files (2 generations)" "$BIN" verify --target "$TFS/mem" >/dev/null
+  /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: incremental of $FILES files" "$BIN" backup --no-progress --target "$TFS/mem" $SRC >/dev/null
+  /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: verify of $FILES files (latest generation)" "$BIN" verify --target "$TFS/mem" --generation latest >/dev/null
+  /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: verify of $FILES files (2 generations)" "$BIN" verify --target "$TFS/mem" >/dev/null
   # The references, for scale: what a tree of this size costs them.
-  rm -rf "$TFS/mem-rs"
-  /usr/bin/time -f "# peak RSS %M KiB, %e s: rsync -a full + sync of $FILES files (largest process)" sh -c "rsync -a $SRC/ $TFS/mem-rs/ && $SYNC" >/dev/null
+  rm -rf "$TFS/mem-rs" "$TFS/mem-rs2"
+  /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: rsync -a full + sync of $FILES files (largest process)" sh -c "rsync -a $SRC/ $TFS/mem-rs/ && $SYNC" >/dev/null
+  # Its incremental, as offdisk's above (nothing changed since the full copy).
+  /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: rsync -a --link-dest + sync of $FILES files (largest process)" sh -c "rsync -a --link-dest=$TFS/mem-rs/ $SRC/ $TFS/mem-rs2/ && $SYNC" >/dev/null
   (cd "$TFS/mem" && g=$(ls generations | tail -1) && cd "generations/$g" &&
-    /usr/bin/time -f "# peak RSS %M KiB, %e s: b3sum --check of $FILES files" b3sum --check --quiet manifest.b3 >/dev/null)
-  rm -rf "$TFS/mem" "$TFS/mem-rs"
+    /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: b3sum --check of $FILES files" b3sum --check --quiet manifest.b3 >/dev/null)
+  rm -rf "$TFS/mem" "$TFS/mem-rs" "$TFS/mem-rs2"
 fi
 
 python3 - "$WORK" "$FILES" <<'PY'
