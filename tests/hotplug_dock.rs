@@ -5,7 +5,8 @@ use offdisk::hotplug::agent_link::Event;
 use offdisk::hotplug::device::DeviceInfo;
 use offdisk::hotplug::dock::{dock, AskSpec, Backend, DockOptions, Outcome, Probe, Ui};
 use offdisk::hotplug::identity::{self, HostKey};
-use offdisk::hotplug::register::{register_device, RegisterSpec};
+use offdisk::hotplug::register::{register_device, unregister, RegisterSpec};
+use offdisk::hotplug::udisks_rule::RuleDir;
 use offdisk::hotplug::registry::{self, Registration};
 use offdisk::hotplug::{state, HotplugError};
 use offdisk::job::event::{BackupOutcome, Estimate, Event as JobEvent, JobKind, Meter, Step, VerifyOutcome};
@@ -377,4 +378,77 @@ fn key_file_disk_is_unlocked_without_asking() {
     let mut ui = ScriptedUi::default();
     assert!(matches!(dock(&e.dev, &e.opts, &mut disk, &mut ui), Err(HotplugError::WrongPassphrase { .. })));
     assert!(ui.asks.is_empty(), "a key-file disk never falls back to asking");
+}
+
+/// The udisks rule in a test rules directory (udev itself is not told).
+fn with_rules(e: &Env) -> (RegisterSpec, RuleDir, PathBuf) {
+    let rules = RuleDir { dir: e.dir.path().join("rules.d"), reload: false };
+    std::fs::create_dir_all(&rules.dir).unwrap();
+    let rule = rules.dir.join(format!("90-offdisk-{UUID}.rules"));
+    (RegisterSpec { udev_rules: Some(rules.clone()), ..spec_at(e) }, rules, rule)
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn register_writes_the_udisks_rule_force_replaces_it_unregister_removes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = env();
+    let (spec, rules, rule) = with_rules(&e);
+    let mut disk = FakeDisk::new(e.dir.path(), UUID);
+    let done = register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &spec, &mut disk).unwrap();
+    let text = std::fs::read_to_string(&rule).unwrap();
+    // Keyed by this disk's UUID (either case), on the LUKS device and on its cleartext mapping:
+    // no automount, no prompt; not hidden.
+    let luks = format!("SUBSYSTEM==\"block\", ENV{{ID_FS_TYPE}}==\"crypto_LUKS\", ENV{{ID_FS_UUID}}==\"{UUID}|{}\", ENV{{UDISKS_AUTO}}=\"0\"", UUID.to_uppercase());
+    let clear = format!("ENV{{DM_UUID}}==\"CRYPT-LUKS[12]-{}-*|", UUID.replace('-', ""));
+    assert!(text.lines().any(|l| l == luks) && text.contains(&clear), "{text}");
+    assert!(!text.contains("UDISKS_IGNORE") && !text.contains("offsite-A"), "{text}");
+    assert_eq!(std::fs::metadata(&rule).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(names_in(&rules.dir), [format!("90-offdisk-{UUID}.rules")], "no temporary left");
+    assert!(done.notes.iter().any(|n| n.contains(&rule.display().to_string())), "{:?}", done.notes);
+
+    // Re-registering (--force) rewrites it whatever it had become.
+    std::fs::write(&rule, "stale\n").unwrap();
+    let again = RegisterSpec { replace: true, ..spec.clone() };
+    let done = register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &again, &mut disk).unwrap();
+    assert_eq!(std::fs::read_to_string(&rule).unwrap(), text);
+    assert!(done.notes[0].starts_with("replaced"), "{:?}", done.notes);
+    assert_eq!(names_in(&rules.dir).len(), 1);
+
+    // Unregistering (by label) takes the entry and the rule away, and only them.
+    std::fs::write(rules.dir.join("70-admin.rules"), "# theirs\n").unwrap();
+    let gone = unregister(&e.opts.config, "offsite-A", Some(&rules)).unwrap();
+    assert_eq!(gone.reg.map(|r| r.luks_uuid).as_deref(), Some(UUID));
+    assert!(registry::load(&e.opts.config).unwrap().is_empty());
+    assert_eq!(names_in(&rules.dir), ["70-admin.rules"]);
+    assert!(matches!(unregister(&e.opts.config, UUID, Some(&rules)), Err(HotplugError::NotRegistered(_))));
+}
+
+#[test]
+fn a_symlink_at_the_rules_name_is_neither_followed_nor_replaced() {
+    let e = env();
+    let (spec, rules, rule) = with_rules(&e);
+    let target = e.dir.path().join("precious");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, &rule).unwrap();
+    let mut disk = FakeDisk::new(e.dir.path(), UUID);
+    let r = register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &spec, &mut disk);
+    assert!(matches!(&r, Err(HotplugError::UdevRule { why, .. }) if why.contains("symbolic link") && why.contains("not registered")), "{r:?}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    assert!(std::fs::symlink_metadata(&rule).unwrap().file_type().is_symlink());
+    assert!(registry::load(&e.opts.config).unwrap().is_empty(), "no registration without its rule");
+    assert_eq!(disk.calls.last().map(String::as_str), Some("close"), "the disk was closed again");
+
+    // Unregistering a disk whose rule name holds a link keeps both the link and the entry.
+    let plain = RegisterSpec { udev_rules: None, ..spec };
+    register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &plain, &mut disk).unwrap();
+    assert!(matches!(unregister(&e.opts.config, UUID, Some(&rules)), Err(HotplugError::UdevRule { .. })));
+    assert!(std::fs::symlink_metadata(&rule).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    assert_eq!(registry::load(&e.opts.config).unwrap().len(), 1);
 }

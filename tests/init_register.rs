@@ -27,7 +27,7 @@ fn registering_a_mounted_disk_writes_the_record_and_the_config_entry() {
     std::fs::create_dir_all(&src).unwrap();
     let spec = RegisterSpec { sources: vec![src.clone()], excludes: vec!["*.tmp".into()], ..Default::default() };
 
-    let reg = register_mounted(&config, &host_key, UUID, Some("OFFSITE1"), &mount, &spec).unwrap();
+    let reg = register_mounted(&config, &host_key, UUID, Some("OFFSITE1"), &mount, &spec).unwrap().reg;
 
     // The config holds the disk, by lower-case UUID, named by the header's label.
     let regs = registry::load(&config).unwrap();
@@ -52,6 +52,30 @@ fn registering_a_mounted_disk_writes_the_record_and_the_config_entry() {
     let again = register_mounted(&config, &host_key, UUID, Some("OFFSITE1"), &mount, &spec);
     assert!(matches!(again, Err(HotplugError::AlreadyRegistered(_))), "{again:?}");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+}
+
+#[test]
+fn init_writes_the_udisks_rule_for_the_disk_it_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, mount, rules) = (dir.path().join("config.toml"), dir.path().join("mnt"), dir.path().join("rules.d"));
+    std::fs::create_dir_all(&mount).unwrap();
+    std::fs::create_dir_all(&rules).unwrap();
+    let rule_dir = offdisk::hotplug::udisks_rule::RuleDir { dir: rules.clone(), reload: false };
+    let spec = RegisterSpec { sources: vec![dir.path().into()], udev_rules: Some(rule_dir), ..Default::default() };
+    register_mounted(&config, &dir.path().join("host.key"), UUID, Some("OFFSITE1"), &mount, &spec).unwrap();
+    let lower = UUID.to_ascii_lowercase();
+    let text = std::fs::read_to_string(rules.join(format!("90-offdisk-{lower}.rules"))).unwrap();
+    assert!(text.contains(&format!("ENV{{ID_FS_UUID}}==\"{lower}|{UUID}\"")) && text.contains("ENV{UDISKS_AUTO}=\"0\""), "{text}");
+}
+
+#[test]
+fn unregister_of_an_unknown_disk_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let (rc, out) = offdisk(&["unregister", "--config", s(&config), "NOPE"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("NOPE is not registered") && out.contains("offdisk register"), "{out}");
+    assert!(!config.exists());
 }
 
 #[test]

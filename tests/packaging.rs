@@ -82,6 +82,8 @@ fn the_debian_package_holds_every_file_and_passes_lintian() {
     for script in ["postinst", "postrm"] {
         let text = std::fs::read_to_string(ctl.join(script)).unwrap();
         assert!(text.contains("udevadm control --reload") && text.contains("systemctl daemon-reload"), "{script} does not reload udev and systemd:\n{text}");
+        // The per-disk udisks rules `offdisk register` writes are the admin's (unregister removes them).
+        assert!(!text.contains("/etc/udev") && !text.contains("90-offdisk"), "{script} touches the admin's udev rules:\n{text}");
     }
     let md5sums = std::fs::read_to_string(ctl.join("md5sums")).unwrap();
     assert_eq!(md5sums.lines().count(), files.len(), "md5sums lists every file");

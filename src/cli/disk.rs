@@ -218,7 +218,11 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
     }
     match out.on_mounted {
         None => Ok(exit::OK),
-        Some(Ok(reg)) => {
+        Some(Ok(done)) => {
+            let reg = &done.reg;
+            for note in &done.notes {
+                eprintln!("{note}");
+            }
             println!(
                 "Registered it as backup disk {} in {}, unlock by {}; it is backed up whenever it is docked.",
                 reg.name(),

@@ -6,7 +6,7 @@ use crate::error::exit;
 use crate::hotplug::agent::{self, AgentOptions};
 use crate::hotplug::agent_link::{AgentLinks, TrustedPeer};
 use crate::hotplug::dock::{self, AgentUi, DockOptions, Outcome};
-use crate::hotplug::register::{register_device, RegisterSpec};
+use crate::hotplug::register::{register_device, unregister, RegisterSpec};
 use crate::hotplug::system::SystemBackend;
 use crate::hotplug::{ask_password, device, identity, lock, registry, state};
 use clap::Args;
@@ -96,13 +96,21 @@ impl RegistrationArgs {
             retention: retention_of(&self.retention),
             user: self.user.clone(),
             replace,
+            udev_rules: Some(crate::hotplug::udisks_rule::RuleDir::system()),
         })
     }
 }
 
 #[derive(Args, Debug)]
 #[command(after_help = "The disk is unlocked once to write this host's identity record inside it; \
-a later dock checks that record, so a copy of the LUKS header alone is never taken for the disk.")]
+a later dock checks that record, so a copy of the LUKS header alone is never taken for the disk.\n\n\
+Desktops: register also writes the udev rule /etc/udev/rules.d/90-offdisk-<LUKS UUID>.rules \
+(UDISKS_AUTO=0 on the LUKS partition and its unlocked device), so udisks neither automounts nor \
+offers to unlock the disk and the only prompt is offdisk's; the disk still shows in file managers. \
+It is in the admin's rules directory and stays when the package is removed; `offdisk unregister` \
+removes it, --force rewrites it. A link or other non-file at its name is refused (nothing is \
+registered). udev is told with `udevadm control --reload` and a change event for the disk; if that \
+fails it is only reported, and the rule applies from the next plug-in.")]
 // register keeps its short -s for --source (init's -s is cryptsetup's --key-size), and its
 // --key-file: the unattended key file is also what unlocks the disk now.
 #[command(mut_arg("sources", |a| a.short('s').required(true)))]
@@ -121,6 +129,19 @@ pub struct RegisterArgs {
     pub force: bool,
     #[command(flatten)]
     pub registration: RegistrationArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "The disk, its generations and this host's record of them are left as they are; \
+register it again to have it backed up at dock again. The udisks rule register wrote \
+(/etc/udev/rules.d/90-offdisk-<LUKS UUID>.rules) is removed, so desktops offer to unlock it as any \
+LUKS disk.")]
+pub struct UnregisterArgs {
+    /// The registered disk: its LUKS UUID or label.
+    pub disk: String,
+    /// Configuration file with the registered disks.
+    #[arg(long, value_name = "FILE", default_value = registry::CONFIG_PATH)]
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -185,13 +206,29 @@ pub fn run_register(a: RegisterArgs, _verbose: bool) -> CliResult {
     .map_err(|e| Failure::new(exit::NO_KEY, format!("reading the passphrase: {e}")))?;
     let spec = r.spec(a.label.clone(), a.force)?;
     let mut backend = SystemBackend::with_config(&r.paths.config);
-    let reg = register_device(&a.device, &pass, &r.paths.dock_options(), &spec, &mut backend)?;
+    let done = register_device(&a.device, &pass, &r.paths.dock_options(), &spec, &mut backend)?;
+    let reg = &done.reg;
+    for note in &done.notes {
+        eprintln!("{note}");
+    }
     println!(
         "Registered backup disk {} (LUKS UUID {}), unlock by {}; it is backed up whenever it is docked.",
         reg.name(),
         reg.luks_uuid,
         reg.unlock.as_str()
     );
+    Ok(exit::OK)
+}
+
+pub fn run_unregister(a: UnregisterArgs, _verbose: bool) -> CliResult {
+    let done = unregister(&a.config, &a.disk, Some(&crate::hotplug::udisks_rule::RuleDir::system()))?;
+    for note in &done.notes {
+        eprintln!("{note}");
+    }
+    match &done.reg {
+        Some(reg) => println!("Unregistered backup disk {} (LUKS UUID {}); docking it no longer backs it up.", reg.name(), reg.luks_uuid),
+        None => println!("{} was not registered in {}; only its leftover udev rule was removed.", a.disk, a.config.display()),
+    }
     Ok(exit::OK)
 }
 

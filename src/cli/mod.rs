@@ -62,6 +62,8 @@ pub enum Command {
     Ls(anywhere::LsArgs),
     /// Register an existing LUKS disk as a backup disk.
     Register(hotplug::RegisterArgs),
+    /// Forget a registered backup disk (the disk and its backups are untouched).
+    Unregister(hotplug::UnregisterArgs),
     /// Handle a docked disk: unlock, back up, verify, close (run by the systemd unit).
     Dock(hotplug::DockArgs),
     /// The desktop agent: notifications and passphrase prompts for docked disks.
@@ -154,6 +156,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Restore(a) => backup::run_restore(a, verbose),
         Command::Ls(a) => anywhere::run_ls(a, verbose),
         Command::Register(a) => hotplug::run_register(a, verbose),
+        Command::Unregister(a) => hotplug::run_unregister(a, verbose),
         Command::Dock(a) => hotplug::run_dock(a, verbose),
         Command::Agent(a) => hotplug::run_agent(a, verbose),
         Command::Completions { shell } => {

@@ -27,6 +27,7 @@ pub mod registry;
 pub mod signals;
 pub mod state;
 pub mod system;
+pub mod udisks_rule;
 
 use crate::error::{exit, Diagnose};
 use std::path::PathBuf;
@@ -62,6 +63,8 @@ pub enum HotplugError {
     Notify(String),
     #[error("pinentry: {0}")]
     Pinentry(String),
+    #[error("udev rule {}: {why}", .path.display())]
+    UdevRule { path: PathBuf, why: String },
 }
 
 impl HotplugError {
@@ -91,6 +94,11 @@ impl Diagnose for HotplugError {
                     .into(),
             ),
             HotplugError::AlreadyRegistered(_) => Some("use --force to replace the registration".into()),
+            HotplugError::UdevRule { .. } => Some(format!(
+                "offdisk neither follows nor replaces a link or other non-file at a rule's name: move it aside \
+                 (or set {} to another rules directory), then run the command again",
+                udisks_rule::RULES_DIR_ENV
+            )),
             _ => None,
         }
     }

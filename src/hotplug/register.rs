@@ -5,6 +5,7 @@
 use super::dock::{Backend, DockOptions};
 use super::identity::{self, HostKey};
 use super::registry::{self, Registration, UnlockMethod};
+use super::udisks_rule::{self, RuleChange, RuleDir};
 use super::HotplugError;
 use crate::secret::Passphrase;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,17 @@ pub struct RegisterSpec {
     /// The user whose desktop agent is told about docks besides the active session's user.
     pub user: Option<String>,
     pub replace: bool,
+    /// Where the udisks rule goes ([`udisks_rule`]); `None` writes none (library callers
+    /// that are not the system's offdisk, tests).
+    pub udev_rules: Option<RuleDir>,
+}
+
+/// A registration made, with what the user should hear about the udev side.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub reg: Registration,
+    /// One line each: the rule written, or why udev may not see it yet.
+    pub notes: Vec<String>,
 }
 
 impl RegisterSpec {
@@ -45,14 +57,40 @@ impl RegisterSpec {
 
 /// For `offdisk init`, which has the new filesystem mounted at `mount`: writes the identity
 /// record and adds the registration.
-pub fn register_mounted(config: &Path, host_key: &Path, luks_uuid: &str, header_label: Option<&str>, mount: &Path, spec: &RegisterSpec) -> Result<Registration, HotplugError> {
+pub fn register_mounted(config: &Path, host_key: &Path, luks_uuid: &str, header_label: Option<&str>, mount: &Path, spec: &RegisterSpec) -> Result<Registered, HotplugError> {
     check_not_registered(config, luks_uuid, spec)?;
     let key = HostKey::load_or_create(host_key).map_err(|e| HotplugError::io(format!("host key {}", host_key.display()), e))?;
     let disk_id = identity::new_disk_id();
     identity::write_record(mount, &key, luks_uuid, &disk_id).map_err(|e| HotplugError::io(format!("writing the identity record under {}", mount.display()), e))?;
     let reg = spec.registration(luks_uuid, header_label, &disk_id);
-    registry::add(config, &reg, spec.replace)?;
-    Ok(reg)
+    add_with_rule(config, reg, spec)
+}
+
+/// Writes the udisks rule, then adds the registration; a rule that cannot be written
+/// (something not a file at its name) means no registration, and a failed add takes a
+/// newly written rule away again. Telling udev is best effort and only noted.
+fn add_with_rule(config: &Path, reg: Registration, spec: &RegisterSpec) -> Result<Registered, HotplugError> {
+    let Some(rules) = &spec.udev_rules else {
+        registry::add(config, &reg, spec.replace)?;
+        return Ok(Registered { reg, notes: Vec::new() });
+    };
+    let change = udisks_rule::install(&rules.dir, &reg.luks_uuid).map_err(|e| match e {
+        HotplugError::UdevRule { path, why } => HotplugError::UdevRule { path, why: format!("{why}; the disk was not registered") },
+        e => e,
+    })?;
+    if let Err(e) = registry::add(config, &reg, spec.replace) {
+        if let RuleChange::Written(_) = change {
+            let _ = udisks_rule::remove(&rules.dir, &reg.luks_uuid);
+        }
+        return Err(e);
+    }
+    let mut notes = vec![change.describe()];
+    if rules.reload && !matches!(change, RuleChange::NoRulesDir(_)) {
+        if let Err(why) = udisks_rule::tell_udev(&reg.luks_uuid) {
+            notes.push(format!("telling udev failed ({why}): the rule applies from the next plug-in or boot"));
+        }
+    }
+    Ok(Registered { reg, notes })
 }
 
 fn check_not_registered(config: &Path, luks_uuid: &str, spec: &RegisterSpec) -> Result<(), HotplugError> {
@@ -65,7 +103,7 @@ fn check_not_registered(config: &Path, luks_uuid: &str, spec: &RegisterSpec) -> 
 
 /// `offdisk register DEVICE`: unlock with `pass`, mount, write the identity record,
 /// unmount, close, then add the registration (only once the record is on the disk).
-pub fn register_device(dev: &Path, pass: &Passphrase, opts: &DockOptions, spec: &RegisterSpec, backend: &mut dyn Backend) -> Result<Registration, HotplugError> {
+pub fn register_device(dev: &Path, pass: &Passphrase, opts: &DockOptions, spec: &RegisterSpec, backend: &mut dyn Backend) -> Result<Registered, HotplugError> {
     let probe = backend.probe(dev)?;
     check_not_registered(&opts.config, &probe.luks_uuid, spec)?;
     let key = HostKey::load_or_create(&opts.host_key).map_err(|e| HotplugError::io(format!("host key {}", opts.host_key.display()), e))?;
@@ -87,6 +125,49 @@ pub fn register_device(dev: &Path, pass: &Passphrase, opts: &DockOptions, spec: 
     let _ = std::fs::remove_dir(&at);
     written?;
     closed?;
-    registry::add(&opts.config, &reg, spec.replace)?;
-    Ok(reg)
+    add_with_rule(&opts.config, reg, spec)
+}
+
+/// What `offdisk unregister` did.
+#[derive(Debug, Clone)]
+pub struct Unregistered {
+    /// The entry taken out of the config (`None`: there was none, only a leftover rule).
+    pub reg: Option<Registration>,
+    pub notes: Vec<String>,
+}
+
+/// `offdisk unregister DISK` (LUKS UUID or label): takes the disk's entry out of the config,
+/// then its udisks rule out of the rules directory, so desktops treat it as any LUKS disk
+/// again. The disk itself, its generations and the host's ledger of it are not touched.
+pub fn unregister(config: &Path, disk: &str, rules: Option<&RuleDir>) -> Result<Unregistered, HotplugError> {
+    let regs = registry::load(config)?;
+    let found = registry::find(&regs, disk).or_else(|| regs.iter().find(|r| r.label.as_deref() == Some(disk))).cloned();
+    let uuid = match &found {
+        Some(r) => r.luks_uuid.clone(),
+        // A UUID no longer in the config may still have a rule left from an older setup.
+        None if udisks_rule::file_name(disk).is_some() && rules.is_some() => disk.to_ascii_lowercase(),
+        None => return Err(HotplugError::NotRegistered(disk.to_string())),
+    };
+    // The rule first: one that cannot be removed leaves the registration as it was.
+    let mut notes = Vec::new();
+    let mut removed_rule = false;
+    if let Some(rules) = rules {
+        let change = udisks_rule::remove(&rules.dir, &uuid)?;
+        removed_rule = matches!(change, RuleChange::Removed(_));
+        if found.is_none() && !removed_rule {
+            return Err(HotplugError::NotRegistered(disk.to_string()));
+        }
+        notes.push(change.describe());
+    }
+    if found.is_some() {
+        registry::remove(config, &uuid)?;
+    }
+    if let (Some(rules), true) = (rules, removed_rule) {
+        if rules.reload {
+            if let Err(why) = udisks_rule::tell_udev(&uuid) {
+                notes.push(format!("telling udev failed ({why}): desktops see the change from the next plug-in or boot"));
+            }
+        }
+    }
+    Ok(Unregistered { reg: found, notes })
 }

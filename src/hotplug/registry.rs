@@ -168,6 +168,24 @@ pub fn add(path: &Path, reg: &Registration, replace: bool) -> Result<(), Hotplug
     write_checked(path, out.as_bytes())
 }
 
+/// Removes the entry for `luks_uuid` (compared case-insensitively); `Ok(false)` when there
+/// was none. The other entries and keys are kept as they are.
+pub fn remove(path: &Path, luks_uuid: &str) -> Result<bool, HotplugError> {
+    let text = read_text(path)?;
+    let mut doc: toml::Table = toml::from_str(&text).map_err(|e| config_err(path, e.to_string()))?;
+    let Some(toml::Value::Array(disks)) = doc.get_mut("disk") else {
+        return Ok(false);
+    };
+    let before = disks.len();
+    disks.retain(|v| !v.get("luks_uuid").and_then(|u| u.as_str()).is_some_and(|u| u.eq_ignore_ascii_case(luks_uuid)));
+    if disks.len() == before {
+        return Ok(false);
+    }
+    let out = toml::to_string_pretty(&doc).map_err(|e| config_err(path, e.to_string()))?;
+    write_checked(path, out.as_bytes())?;
+    Ok(true)
+}
+
 /// Writes the new config beside the old one, lets [`crate::config::Config`] validate it
 /// (so registration never leaves a file the backup engine refuses), then renames it over.
 fn write_checked(path: &Path, data: &[u8]) -> Result<(), HotplugError> {
@@ -242,6 +260,21 @@ mod tests {
         add(&p, &with_policy, true).unwrap();
         let r = &load(&p).unwrap()[0];
         assert_eq!((r.retention.keep_last, r.retention.keep_daily), (Some(3), None), "a new policy replaces the old one");
+    }
+
+    #[test]
+    fn remove_takes_out_one_entry_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "[global]\nstate_dir = \"/var/lib/offdisk\"\n").unwrap();
+        add(&p, &reg("0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10"), false).unwrap();
+        add(&p, &Registration { label: Some("offsite-B".into()), ..reg("1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11") }, false).unwrap();
+        assert!(remove(&p, "0B4F8A1E-8F0D-4C59-9A43-3F1C1D3B2A10").unwrap());
+        let regs = load(&p).unwrap();
+        assert_eq!(regs.iter().map(|r| r.luks_uuid.as_str()).collect::<Vec<_>>(), ["1c5f8a1e-8f0d-4c59-9a43-3f1c1d3b2a11"]);
+        assert!(std::fs::read_to_string(&p).unwrap().contains("state_dir"));
+        assert!(!remove(&p, "0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10").unwrap(), "gone already");
+        assert!(!remove(&dir.path().join("none.toml"), "0b4f8a1e-8f0d-4c59-9a43-3f1c1d3b2a10").unwrap());
     }
 
     #[test]
