@@ -31,3 +31,25 @@ while :; do
   exit 1
 done
 apt-get -o DPkg::Lock::Timeout="$timeout" install -y -q "${missing[@]}"
+
+# Installing one package can remove another that was already there: on a machine with
+# qemu-utils from bookworm-backports, installing bookworm's qemu-system-x86 removes qemu-utils
+# (their versions must match), and the systemd tier then had no qemu-img. So check every package
+# asked for, not only the missing ones, and install again what is gone (apt now picks versions
+# that fit together); fail, naming them, if that still leaves any out.
+gone() {
+  local p out=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || out+=("$p")
+  done
+  echo "${out[@]}"
+}
+read -r -a removed <<<"$(gone "$@")"
+((${#removed[@]})) || exit 0
+echo "apt-missing: installing removed ${removed[*]} again (another package's install took it away)" >&2
+apt-get -o DPkg::Lock::Timeout="$timeout" install -y -q "${removed[@]}"
+read -r -a still <<<"$(gone "$@")"
+if ((${#still[@]})); then
+  echo "apt-missing: ${still[*]} could not be installed together with the others" >&2
+  exit 1
+fi

@@ -7,7 +7,9 @@
 # see real add and remove events and start offdisk-dock@<name>.service on their own.
 # Each script prints `ok NAME` or `not ok NAME: WHY`; this harness ends with the line
 # `N passed, M failed` and exits non-zero when anything failed or the VM did not finish.
-# It skips (saying why, counted as 0 passed, 0 failed) only when qemu or mmdebstrap is missing.
+# A missing qemu or mmdebstrap is a failure (tests/deps.sh installs them, and a tier that quietly
+# ran nothing once hid that apt had removed qemu-img); OFFDISK_SYSD_ALLOW_SKIP=1 turns it into a
+# skip (0 passed, 0 failed) for a machine that cannot run this tier.
 #
 # Environment: OFFDISK_BIN (default target/debug/offdisk, built if missing),
 #              OFFDISK_VM_KERNEL (default: newest /boot/vmlinuz-*), OFFDISK_SYSD_ONLY (globs of
@@ -22,8 +24,12 @@ done_() { echo "systemd tier: $((SECONDS - start)) s"; echo "$1"; }
 
 for tool in qemu-system-x86_64 qemu-img mmdebstrap; do
   if ! command -v "$tool" >/dev/null; then
-    echo "skip systemd tier: $tool is missing (bash tests/deps.sh installs it)"
-    done_ "0 passed, 0 failed"; exit 0
+    if [ "${OFFDISK_SYSD_ALLOW_SKIP:-}" = 1 ]; then
+      echo "skip systemd tier: $tool is missing (bash tests/deps.sh installs it)"
+      done_ "0 passed, 0 failed"; exit 0
+    fi
+    echo "not ok sysd-tools: $tool is missing (bash tests/deps.sh installs it; OFFDISK_SYSD_ALLOW_SKIP=1 skips this tier)"
+    done_ "0 passed, 1 failed"; exit 1
   fi
 done
 kernel=${OFFDISK_VM_KERNEL:-$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)}
