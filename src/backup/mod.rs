@@ -189,7 +189,7 @@ pub fn shrink_refusal(before: &SourceTotal, now: &SourceTotal, guard: &ShrinkGua
         return None;
     }
     if now.files == 0 {
-        return Some(format!("is empty now but held {} files ({}) in the previous generation", before.files, human(before.bytes)));
+        return Some(format!("is empty now but held {} files ({}) in the previous generation", before.files, human_bytes(before.bytes)));
     }
     let lost = |b: u64, n: u64| if n >= b || b == 0 { 0 } else { ((b - n) as u128 * 100 / b as u128) as u32 };
     let (lf, lb) = (lost(before.files, now.files), lost(before.bytes, now.bytes));
@@ -197,22 +197,25 @@ pub fn shrink_refusal(before: &SourceTotal, now: &SourceTotal, guard: &ShrinkGua
         return Some(format!(
             "has {} files ({}) now against {} files ({}) in the previous generation: {lf}% of its files and {lb}% of its bytes gone, more than the {}% allowed",
             now.files,
-            human(now.bytes),
+            human_bytes(now.bytes),
             before.files,
-            human(before.bytes),
+            human_bytes(before.bytes),
             guard.max_loss_percent
         ));
     }
     None
 }
 
-fn human(n: u64) -> String {
+/// Amounts of file data as people read them, in binary units: `512 B`, `4.9 KiB`, `1.2 GiB`
+/// (the one formatter for backup, verify, restore and dock; disk sizes are decimal, see
+/// `disk::sysfs::human_size`).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
         return format!("{n} B");
     }
     let mut v = n as f64;
     let mut u = 0;
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     while v >= 1024.0 && u + 1 < UNITS.len() {
         v /= 1024.0;
         u += 1;
@@ -791,4 +794,20 @@ pub fn pick_generation(root: &Path, want: Option<&str>) -> Result<Generation, Ba
 /// Bytes free for an unprivileged writer on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Dir::open_path(path)?.free_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn human_bytes_reads_as_before() {
+        // What the backup/verify/dock output (and its snapshot) shows.
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(5000), "4.9 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16384.0 PiB");
+    }
 }

@@ -3,7 +3,7 @@
 //! device-mapper or mounting. Parsing and rendering only: the work is in
 //! [`crate::offline`].
 
-use super::backup::human_bytes;
+use crate::backup::human_bytes;
 use super::prompt::{read_passphrase, KeySource};
 use super::{CliResult, Failure};
 use crate::backup::generation::format_time_iso;

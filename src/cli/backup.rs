@@ -197,7 +197,7 @@ fn threads(t: &TargetArgs) -> usize {
     job::threads(t.threads)
 }
 
-pub use crate::job::human_bytes;
+use crate::backup::human_bytes;
 
 pub fn run_backup(a: BackupArgs, verbose: bool) -> CliResult {
     let r = resolve(&a.target)?;

@@ -176,6 +176,8 @@ pub fn disks() -> Vec<BlockDevice> {
 }
 
 /// Human-readable size in powers of 1000 like lsblk/udisks show disk sizes ("500.1 GB").
+/// Deliberately not [`crate::backup::human_bytes`] (binary units, for file data): a disk is
+/// sold and listed by the desktop in decimal, and `list`/`init` show the size people know.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = bytes as f64;

@@ -6,7 +6,8 @@
 use super::agent_link::{Event, ProgressDetail};
 use super::dock::Ui;
 use crate::job::event::{Event as JobEvent, JobKind, Progress, Step};
-use crate::job::{human_bytes, Observer};
+use crate::backup::human_bytes;
+use crate::job::Observer;
 
 /// When a progress update is worth a notification and when a journal line (pure: the
 /// clock is the job's own elapsed time, so tests need no sleeping).

@@ -129,22 +129,6 @@ pub fn threads(asked: Option<usize>) -> usize {
     asked.filter(|&n| n > 0).unwrap_or_else(crate::backup::default_threads)
 }
 
-/// Sizes as people read them: `512 B`, `4.9 KiB`, `1.2 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string())
 }
