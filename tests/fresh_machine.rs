@@ -251,14 +251,17 @@ fn apt_waits_for_another_apts_locks() {
     let state = dir.path().join("update-tries");
     // dpkg-query: nothing is installed. apt-get: the lists' lock is held for the first two
     // updates, as when unattended-upgrades runs; the install must be told to wait for dpkg's.
-    fake(&bin, "dpkg-query", "exit 1");
+    // dpkg-query: nothing is installed until apt-get install ran (apt-missing checks after).
+    let installed = dir.path().join("installed");
+    fake(&bin, "dpkg-query", &format!("[ -e {} ] && echo 'install ok installed' || exit 1", installed.display()));
     fake(
         &bin,
         "apt-get",
         &format!(
-            "echo \"$*\" >> {log}\ncase \" $* \" in *' update '*) n=$(cat {state} 2>/dev/null || echo 0); echo $((n+1)) > {state}\n  if [ \"$n\" -lt 2 ]; then echo 'E: Could not get lock /var/lib/apt/lists/lock. It is held by process 42 (apt-get)' >&2; exit 100; fi ;; esac\nexit 0",
+            "echo \"$*\" >> {log}\ncase \" $* \" in *' install '*) : > {installed} ;; esac\ncase \" $* \" in *' update '*) n=$(cat {state} 2>/dev/null || echo 0); echo $((n+1)) > {state}\n  if [ \"$n\" -lt 2 ]; then echo 'E: Could not get lock /var/lib/apt/lists/lock. It is held by process 42 (apt-get)' >&2; exit 100; fi ;; esac\nexit 0",
             log = log.display(),
-            state = state.display()
+            state = state.display(),
+            installed = installed.display()
         ),
     );
     let out = Command::new("/bin/bash")
@@ -278,6 +281,7 @@ fn apt_waits_for_another_apts_locks() {
 
     // A failure that is not the lock is not retried.
     std::fs::write(&log, "").unwrap();
+    std::fs::remove_file(&installed).unwrap();
     fake(&bin, "apt-get", &format!("echo \"$*\" >> {}\necho 'E: network down' >&2; exit 100", log.display()));
     let out = Command::new("/bin/bash").arg(repo().join("scripts/apt-missing.sh")).arg("hello").env_clear().env("PATH", &bin).output().unwrap();
     assert!(!out.status.success());
