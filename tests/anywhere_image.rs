@@ -11,7 +11,7 @@ mod anywhere_support;
 mod backup_support;
 
 use anywhere_support::{build, data_block_of, unprivileged, Image, Spec};
-use backup_support::{assert_same_tree, bin, is_root, make_rich_tree, offdisk_ok, snapshot, Snap};
+use backup_support::{assert_same_tree, bin, is_root, make_rich_tree, offdisk_ok, set_mtime, snapshot, Snap};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -27,10 +27,16 @@ struct Case {
 
 /// A backup of a rich tree, made by `offdisk backup`, on a disk image of `spec`.
 fn case(spec: &Spec) -> Case {
+    case_with(spec, |_| {})
+}
+
+/// As [`case`], with `more` added to the rich tree before the backup.
+fn case_with(spec: &Spec, more: impl Fn(&Path)) -> Case {
     let tmp = tempfile::tempdir().unwrap();
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let src = tmp.path().join("src");
     make_rich_tree(&src);
+    more(&src);
     let root = tmp.path().join("root");
     fs::create_dir(&root).unwrap();
     offdisk_ok(&["backup", "--no-progress", "--target", root.to_str().unwrap(), src.to_str().unwrap()]);
@@ -237,3 +243,54 @@ fn restore_never_follows_what_is_in_dest() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("runs through a symlink stored in the generation"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+
+#[test]
+fn restore_with_one_or_four_workers_gives_the_same_tree_and_words() {
+    // Many small files over several directories (each worker takes files of its own), a
+    // read-only directory holding files and directories with set times: what the workers
+    // write must all be in place before a directory gets its mode and times.
+    let c = case_with(&Spec { luks: "luks2", cipher: "aes-xts-plain64", key_bits: 512, sector: 4096, gpt: false, mkfs: &[] }, |src| {
+        for d in 0..6u32 {
+            let dir = src.join(format!("many/d{d}"));
+            fs::create_dir_all(&dir).unwrap();
+            for i in 0..60u32 {
+                let body: Vec<u8> = (0..(i * 97 + d * 13) % 9000).map(|b| (b ^ i ^ d) as u8).collect();
+                fs::write(dir.join(format!("f{i}")), body).unwrap();
+            }
+            set_mtime(&dir, 1_500_000_000 + u64::from(d), 5);
+        }
+        fs::write(src.join("many/big"), vec![7u8; 3 << 20]).unwrap();
+        let ro = src.join("many/readonly-dir");
+        fs::create_dir(&ro).unwrap();
+        for i in 0..20 {
+            fs::write(ro.join(format!("r{i}")), format!("read-only {i}\n")).unwrap();
+        }
+        set_mtime(&ro, 1_400_000_000, 7);
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+        set_mtime(&src.join("many"), 1_450_000_000, 9);
+    });
+    let src_s = c.src.to_str().unwrap();
+    let mut trees = Vec::new();
+    let mut words = Vec::new();
+    for threads in ["1", "4"] {
+        let dest = c.work.join(format!("dest-{threads}"));
+        let o = from(&c, &["restore", "--threads", threads, src_s, "--to", dest.to_str().unwrap()]);
+        // The set-id bits dropped are the one warning, whatever the number of workers.
+        assert_eq!(o.status.code(), Some(1), "--threads {threads}: {}", String::from_utf8_lossy(&o.stderr));
+        let shown = |b: &[u8]| String::from_utf8_lossy(b).replace(dest.to_str().unwrap(), "DEST");
+        words.push((shown(&o.stdout), shown(&o.stderr)));
+        let got = snapshot(&dest.join(c.src.strip_prefix("/").unwrap()));
+        fs::set_permissions(dest.join(c.src.strip_prefix("/").unwrap()).join("many/readonly-dir"), fs::Permissions::from_mode(0o755)).ok();
+        trees.push(got);
+    }
+    assert_eq!(words[0], words[1], "the same summary and warnings, in the same order");
+    assert!(words[0].0.contains("files"), "{:?}", words[0]);
+    assert_same_tree(&trees[0], &trees[1], "--threads 1 and --threads 4");
+    // Owners become the restoring user (nobody when the test runs as root).
+    let mut got = trees.pop().unwrap();
+    for v in got.values_mut() {
+        (v.uid, v.gid) = (0, 0);
+    }
+    assert_same_tree(&got, &as_restored(snapshot(&c.src), false), "--threads 4 against the source");
+    fs::set_permissions(c.src.join("many/readonly-dir"), fs::Permissions::from_mode(0o755)).unwrap();
+}

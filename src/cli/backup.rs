@@ -350,7 +350,13 @@ pub fn run_generations(a: GenerationsArgs, _verbose: bool) -> CliResult {
 
 pub fn run_restore(a: RestoreArgs, _verbose: bool) -> CliResult {
     if a.from.from.is_some() {
-        let opts = crate::offline::restore::RestoreOptions { generation: a.generation, paths: a.paths, dest: a.to, rules: a.policy.rules() };
+        let opts = crate::offline::restore::RestoreOptions {
+            generation: a.generation,
+            paths: a.paths,
+            dest: a.to,
+            rules: a.policy.rules(),
+            threads: threads(&a.target),
+        };
         return super::anywhere::run_restore(&a.from, opts, a.json);
     }
     let r = resolve(&a.target)?;
