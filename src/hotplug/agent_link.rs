@@ -262,10 +262,30 @@ impl TrustedPeer {
         if cred.uid() != self.uid {
             return false;
         }
-        let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", cred.pid())) else { return false };
-        let exe = exe.to_string_lossy().trim_end_matches(" (deleted)").to_string();
         let want = std::fs::canonicalize(&self.exe).unwrap_or_else(|_| self.exe.clone());
-        Path::new(&exe) == want
+        match std::fs::read_link(format!("/proc/{}/exe", cred.pid())) {
+            Ok(exe) => Path::new(exe.to_string_lossy().trim_end_matches(" (deleted)")) == want,
+            // A user's agent may not read the executable of a root process: the kernel shows
+            // /proc/PID/exe only to those who may ptrace PID, so for the real dock (root, a
+            // system unit) this is always EACCES. What anyone may read is the command name the
+            // kernel set at exec from the executable's file name. A root process is trusted
+            // with the passphrase anyway (it holds the disk's keys); the name still keeps
+            // another root program, one tricked into connecting here, from passing for dock.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => comm_is(cred.pid(), &want),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Whether `/proc/PID/comm` is the file name of `exe` as the kernel records it at exec
+/// (at most 15 bytes).
+fn comm_is(pid: i32, exe: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(name) = exe.file_name() else { return false };
+    let name = &name.as_bytes()[..name.len().min(15)];
+    match std::fs::read(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.strip_suffix(b"\n").unwrap_or(&comm) == name,
+        Err(_) => false,
     }
 }
 
@@ -381,6 +401,15 @@ mod tests {
         assert!(matches!(decode_reply(b"-"), Some(Reply::Cancelled)));
         assert!(decode_reply(b"x").is_none());
         assert!(decode_reply(b"+%4").is_none(), "truncated escape");
+    }
+
+    #[test]
+    fn a_peer_whose_executable_cannot_be_read_is_known_by_its_command_name() {
+        let me = std::process::id() as i32;
+        let exe = std::env::current_exe().unwrap();
+        assert!(comm_is(me, &exe), "this test process is named after its executable");
+        assert!(!comm_is(me, Path::new("/usr/bin/cat")));
+        assert!(!comm_is(me, Path::new("/")));
     }
 
     #[test]

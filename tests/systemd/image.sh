@@ -23,6 +23,8 @@ packages=(
   e2fsprogs keyutils pinentry-curses cryptsetup-bin dmsetup fdisk b3sum util-linux psmisc
   # the scripted password agent
   python3
+  # a logged-in user session (pam_systemd registers logins with logind: a seat, /run/user/UID)
+  libpam-systemd
 )
 key=$( { cat "$0"; echo "$suite $kver $mirror"; } | sha256sum | cut -c1-16)
 img=$cache/systemd-root-$key.img
