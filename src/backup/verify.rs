@@ -1,15 +1,16 @@
 //! `offdisk verify`: re-reads generations and names every missing, damaged or unexpected
 //! file by generation and path.
 //!
-//! The generation's tree is walked in the same order as its `metadata.tsv`, so the two are
-//! merged in one streaming pass; content hashing runs on a few worker threads. A file shared
-//! (hard-linked) by several generations is read once per run.
+//! Each generation's tree is walked in the same order as its `metadata.tsv`, so the two are
+//! merged in one streaming pass; the generations advance in lockstep (up to [`WINDOW`] at a
+//! time), so a file shared (hard-linked) by several generations at the same path is read once,
+//! with no per-file state kept: memory stays flat however many files the generations hold.
+//! Content hashing runs on a few worker threads.
 
 use super::record::{Kind, MetadataReader, Record, MANIFEST_FILE, METADATA_FILE, TREE_DIR};
 use super::walk::WalkWarning;
 use super::{generation::Generation, BackupError};
 use serde::Serialize;
-use std::collections::HashSet;
 use crate::fsaccess::{Dir, Entry, FileKind};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -98,56 +99,324 @@ pub fn verify_observed(opts: &VerifyOptions, done: &mut dyn FnMut(&Generation, &
         return Err(BackupError::NoGenerations(opts.root.clone()));
     }
     let mut report = VerifyReport::default();
-    let seen = Seen::new();
-    for (i, g) in gens.iter().enumerate() {
+    for window in gens.chunks(WINDOW) {
         opts.stop.check()?;
-        // Only a generation still to come can share an inode with this one: the last one
-        // remembers nothing, so verifying one generation holds no per-file state at all.
-        seen.remember.store(seen.keyed && i + 1 < gens.len(), std::sync::atomic::Ordering::Relaxed);
-        verify_one(&gens_dir, g, opts, &seen, &mut report);
+        let found = verify_window(&gens_dir, window, opts, &mut report);
         opts.stop.check()?;
-        report.generations.push(g.name.clone());
-        done(g, &report);
+        for (g, problems) in window.iter().zip(found) {
+            report.problems.extend(problems);
+            report.generations.push(g.name.clone());
+            done(g, &report);
+        }
     }
     Ok(report)
 }
 
-/// Inodes already found to hold the content a record expects, so a file shared by several
-/// generations is read once per run. One 16-byte keyed digest of (device, inode, expected
-/// hash) per inode, not the triple itself (48 bytes): the key is random per run, so a disk
-/// cannot make a damaged file's digest collide with a good one's (chance 2^-128 per pair).
-/// Only inodes with other links are kept (a file with one name cannot come again).
-struct Seen {
-    key: [u8; 32],
-    /// The key is random (else nothing is remembered and every file is hashed).
-    keyed: bool,
-    set: Mutex<HashSet<u128>>,
-    remember: std::sync::atomic::AtomicBool,
+/// Generations verified together, in lockstep: at most this many walks (each a stack of
+/// directory handles and a metadata reader) are open at once. A file shared by generations
+/// of one window is read once; by generations of different windows, once per window.
+const WINDOW: usize = 16;
+
+/// One generation of a window: its metadata merged with its tree walk, yielding the files
+/// whose contents need reading, in path order (the order of `metadata.tsv`).
+struct Cursor<'a> {
+    /// Index in the window.
+    index: usize,
+    name: &'a str,
+    records: std::iter::Peekable<MetadataReader<std::io::BufReader<std::fs::File>>>,
+    walk: std::iter::Peekable<NameWalk>,
+    /// Problems found without reading contents.
+    problems: Vec<Problem>,
+    files: u64,
+    bytes: u64,
+    quick: bool,
+    /// Unreadable records ended the comparison: nothing more is read from this generation.
+    ended: bool,
 }
 
-impl Seen {
-    fn new() -> Seen {
-        let mut key = [0u8; 32];
-        let keyed = getrandom::fill(&mut key).is_ok();
-        Seen { key, keyed, set: Mutex::new(HashSet::new()), remember: std::sync::atomic::AtomicBool::new(false) }
-    }
-
-    fn digest(&self, dev: u64, ino: u64, expected: &[u8; 32]) -> u128 {
-        let mut h = blake3::Hasher::new_keyed(&self.key);
-        h.update(&dev.to_le_bytes());
-        h.update(&ino.to_le_bytes());
-        h.update(expected);
-        let out = h.finalize();
-        u128::from_le_bytes(out.as_bytes()[..16].try_into().expect("16 bytes"))
-    }
-}
-
-struct HashJob {
+/// A file to read in one generation.
+struct Member {
+    index: usize,
     dir: Arc<Dir>,
     name: OsString,
-    shown: PathBuf,
+    rel: PathBuf,
     expected: [u8; 32],
     size: u64,
+}
+
+fn shown(rel: &Path) -> PathBuf {
+    let mut p = PathBuf::from(TREE_DIR);
+    p.push(rel);
+    p
+}
+
+impl Cursor<'_> {
+    fn problem(&mut self, kind: ProblemKind, path: PathBuf, detail: String) {
+        self.problems.push(Problem { generation: self.name.to_string(), kind, path, detail });
+    }
+
+    /// Advances to the next file whose contents need reading (none in quick mode), noting
+    /// every missing, unexpected or damaged entry on the way. `None` at the end, or when a
+    /// stop is requested.
+    fn next_file(&mut self, stop: &super::Stop) -> Option<Member> {
+        loop {
+            if self.ended || stop.requested() {
+                return None;
+            }
+            // Unreadable records end the comparison: what follows cannot be trusted.
+            if let Some(Err(_)) = self.records.peek() {
+                if let Some(Err(e)) = self.records.next() {
+                    self.problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string());
+                }
+                self.ended = true;
+                return None;
+            }
+            if let Some(Err(_)) = self.walk.peek() {
+                if let Some(Err(w)) = self.walk.next() {
+                    self.problem(ProblemKind::Damaged, shown(&w.path), w.error.to_string());
+                }
+                continue;
+            }
+            let order = match (self.records.peek(), self.walk.peek()) {
+                (None, None) => return None,
+                (Some(Ok(r)), Some(Ok(e))) => r.path.as_path().cmp(&e.rel),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                _ => unreachable!("errors handled above"),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let Some(Ok(r)) = self.records.next() else { return None };
+                    if r.path.as_os_str().is_empty() {
+                        continue; // the tree root itself
+                    }
+                    self.problem(ProblemKind::Missing, shown(&r.path), String::new());
+                }
+                std::cmp::Ordering::Greater => {
+                    let Some(Ok(e)) = self.walk.next() else { return None };
+                    self.problem(ProblemKind::Unexpected, shown(&e.rel), String::new());
+                }
+                std::cmp::Ordering::Equal => {
+                    let (Some(Ok(r)), Some(Ok(e))) = (self.records.next(), self.walk.next()) else { return None };
+                    if let Some(detail) = compare(&r, &e, self.quick) {
+                        self.problem(ProblemKind::Damaged, shown(&r.path), detail);
+                        continue;
+                    }
+                    if r.kind.has_content() {
+                        self.files += 1;
+                        self.bytes += r.size;
+                        if self.quick {
+                            continue;
+                        }
+                        return Some(Member { index: self.index, dir: e.dir, name: e.name, rel: r.path, expected: r.hash.unwrap_or_default(), size: r.size });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens one generation for [`Cursor`]; what makes it unreadable as a whole goes to `head`.
+fn open_cursor<'a>(gens_dir: &Dir, g: &'a Generation, index: usize, quick: bool, head: &mut Vec<Problem>) -> Option<Cursor<'a>> {
+    let problem = |kind, path: PathBuf, detail: String| Problem { generation: g.name.clone(), kind, path, detail };
+    let gdir = match gens_dir.open_dir(OsStr::new(&g.name)) {
+        Ok(d) => d,
+        Err(e) => {
+            head.push(problem(ProblemKind::Damaged, PathBuf::new(), e.to_string()));
+            return None;
+        }
+    };
+    if !gdir.stat(OsStr::new(MANIFEST_FILE)).is_ok_and(|m| m.is_file()) {
+        head.push(problem(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new()));
+    }
+    let records = match MetadataReader::open_in(&gdir, METADATA_FILE) {
+        Ok(r) => r,
+        Err(e) => {
+            head.push(problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string()));
+            return None;
+        }
+    };
+    // A tree that is not a real directory (a symlink to a host directory, say) is damage,
+    // never followed: nothing outside the disk is listed or read.
+    let tree = match gdir.open_dir(OsStr::new(TREE_DIR)) {
+        Ok(t) => t,
+        Err(e) => {
+            head.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), e.to_string()));
+            return None;
+        }
+    };
+    let (walker, root_warning) = NameWalk::new(tree);
+    if let Some(w) = root_warning {
+        head.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), w.error.to_string()));
+    }
+    Some(Cursor { index, name: &g.name, records: records.peekable(), walk: walker.peekable(), problems: Vec::new(), files: 0, bytes: 0, quick, ended: false })
+}
+
+/// Verifies the generations of one window in lockstep and returns each one's problems.
+///
+/// The walks advance together in path order. A path held by several generations becomes one
+/// job: each generation's file there is opened and `fstat`ed, and one whose inode (device and
+/// number, as the kernel reports for the file opened) and expected hash and size equal those
+/// of a file already read in that job takes its verdict, good or damaged; any other is read.
+/// So an unchanged file (linked into each generation) is read once, and a damaged one is
+/// named in every generation holding it. Nothing is remembered across paths: the state is a
+/// few directory handles per generation and the jobs in flight, whatever the tree's size.
+/// A record cannot make a file skip reading: only the identity of the file opened can.
+fn verify_window(gens_dir: &Dir, gens: &[Generation], opts: &VerifyOptions, report: &mut VerifyReport) -> Vec<Vec<Problem>> {
+    let mut heads: Vec<Vec<Problem>> = vec![Vec::new(); gens.len()];
+    let mut cursors: Vec<Cursor> = Vec::new();
+    for (i, g) in gens.iter().enumerate() {
+        if let Some(c) = open_cursor(gens_dir, g, i, opts.quick, &mut heads[i]) {
+            cursors.push(c);
+        }
+    }
+    let problems: Mutex<Vec<(usize, Problem)>> = Mutex::new(Vec::new());
+    let read_bytes = Mutex::new(0u64);
+    // Jobs travel in batches of about 64 files: a channel hand-over per small file costs
+    // more than hashing it.
+    let (tx, rx) = sync_channel::<Vec<Vec<Member>>>(8);
+    let rx = Arc::new(Mutex::new(rx));
+    std::thread::scope(|scope| {
+        if !opts.quick {
+            for _ in 0..opts.threads.max(1) {
+                let rx = Arc::clone(&rx);
+                let (problems, read_bytes) = (&problems, &read_bytes);
+                scope.spawn(move || {
+                    let mut buf = Vec::new();
+                    loop {
+                        let jobs = match rx.lock().unwrap().recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        };
+                        let mut read = 0;
+                        let mut found = Vec::new();
+                        for job in jobs {
+                            read += check_group(job, gens, &mut buf, &mut found);
+                        }
+                        *read_bytes.lock().unwrap() += read;
+                        if !found.is_empty() {
+                            problems.lock().unwrap().extend(found);
+                        }
+                    }
+                });
+            }
+        }
+        drop(rx);
+
+        let mut next: Vec<Option<Member>> = cursors.iter_mut().map(|c| c.next_file(&opts.stop)).collect();
+        let mut batch: Vec<Vec<Member>> = Vec::new();
+        let mut in_batch = 0;
+        loop {
+            if opts.stop.requested() {
+                break;
+            }
+            // The least path any generation holds next, and every generation holding it.
+            let Some(first) = (0..next.len()).filter(|&i| next[i].is_some()).min_by(|&a, &b| {
+                let (a, b) = (next[a].as_ref().expect("some"), next[b].as_ref().expect("some"));
+                a.rel.as_path().cmp(&b.rel).then(a.index.cmp(&b.index))
+            }) else {
+                break;
+            };
+            let lead = next[first].take().expect("some");
+            next[first] = cursors[first].next_file(&opts.stop);
+            let mut job = vec![lead];
+            for i in first + 1..next.len() {
+                if next[i].as_ref().is_some_and(|m| m.rel == job[0].rel) {
+                    job.push(next[i].take().expect("some"));
+                    next[i] = cursors[i].next_file(&opts.stop);
+                }
+            }
+            in_batch += job.len();
+            batch.push(job);
+            if in_batch >= 64 {
+                in_batch = 0;
+                if tx.send(std::mem::take(&mut batch)).is_err() {
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+        drop(tx);
+    });
+    report.bytes_read += read_bytes.into_inner().unwrap();
+    let mut found: Vec<Vec<Problem>> = vec![Vec::new(); gens.len()];
+    for c in cursors {
+        report.files += c.files;
+        report.bytes += c.bytes;
+        found[c.index] = c.problems;
+    }
+    for (i, p) in problems.into_inner().unwrap() {
+        found[i].push(p);
+    }
+    heads
+        .into_iter()
+        .zip(found)
+        .map(|(mut head, mut found)| {
+            found.sort_by(|a, b| a.path.cmp(&b.path));
+            head.extend(found);
+            head
+        })
+        .collect()
+}
+
+/// Checks one path's files (one per generation holding it, in generation order); damaged ones
+/// go to `found`. Returns the bytes read of files found good (as before: damaged ones are
+/// not counted).
+fn check_group(job: Vec<Member>, gens: &[Generation], buf: &mut Vec<u8>, found: &mut Vec<(usize, Problem)>) -> u64 {
+    // (device, inode, expected hash, size) of each file read here, with its verdict.
+    let mut known: Vec<((u64, u64, [u8; 32], u64), Result<(), String>)> = Vec::new();
+    let mut read = 0;
+    for m in job {
+        let verdict = match m.dir.open_file(&m.name, None) {
+            Err(e) => Err(format!("cannot read: {e}")),
+            Ok((_, meta)) if meta.size != m.size => Err(format!("size {}, expected {}", meta.size, m.size)),
+            Ok((mut f, meta)) => {
+                let id = (meta.dev, meta.ino, m.expected, m.size);
+                match known.iter().find(|(k, _)| *k == id) {
+                    Some((_, v)) => v.clone(),
+                    None => {
+                        let v = hash_file(&mut f, &m, buf).map(|n| read += n);
+                        known.push((id, v.clone()));
+                        v
+                    }
+                }
+            }
+        };
+        if let Err(detail) = verdict {
+            let generation = gens[m.index].name.clone();
+            found.push((m.index, Problem { generation, kind: ProblemKind::Damaged, path: shown(&m.rel), detail }));
+        }
+    }
+    read
+}
+
+/// Reads `m.size` bytes of `f` (its size, just confirmed by `fstat`) and compares their hash.
+fn hash_file(f: &mut std::fs::File, m: &Member, buf: &mut Vec<u8>) -> Result<u64, String> {
+    use std::io::Read;
+    buf.resize(super::copy::BUF_SIZE, 0);
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    // Exactly that much: no extra read to find EOF.
+    while total < m.size {
+        let want = ((m.size - total) as usize).min(buf.len());
+        let n = match f.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read: {e}")),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    if total != m.size {
+        return Err(format!("size {total}, expected {}", m.size));
+    }
+    if hasher.finalize().as_bytes() != &m.expected {
+        return Err("content does not match its checksum".into());
+    }
+    Ok(total)
 }
 
 /// A sorted walk that reads only directories (types from `d_type`, no stat per entry),
@@ -206,188 +475,6 @@ impl Iterator for NameWalk {
             return Some(Ok(Named { dir, name: e.name, rel, kind: e.kind }));
         }
     }
-}
-
-fn verify_one(gens_dir: &Dir, g: &Generation, opts: &VerifyOptions, seen: &Seen, report: &mut VerifyReport) {
-    let problem = |kind, path: PathBuf, detail: String| Problem { generation: g.name.clone(), kind, path, detail };
-    let gdir = match gens_dir.open_dir(OsStr::new(&g.name)) {
-        Ok(d) => d,
-        Err(e) => {
-            report.problems.push(problem(ProblemKind::Damaged, PathBuf::new(), e.to_string()));
-            return;
-        }
-    };
-    if !gdir.stat(OsStr::new(MANIFEST_FILE)).is_ok_and(|m| m.is_file()) {
-        report.problems.push(problem(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new()));
-    }
-    let records = match MetadataReader::open_in(&gdir, METADATA_FILE) {
-        Ok(r) => r,
-        Err(e) => {
-            report.problems.push(problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string()));
-            return;
-        }
-    };
-    // A tree that is not a real directory (a symlink to a host directory, say) is damage,
-    // never followed: nothing outside the disk is listed or read.
-    let tree = match gdir.open_dir(OsStr::new(TREE_DIR)) {
-        Ok(t) => t,
-        Err(e) => {
-            report.problems.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), e.to_string()));
-            return;
-        }
-    };
-    let (walker, root_warning) = NameWalk::new(tree);
-    if let Some(w) = root_warning {
-        report.problems.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), w.error.to_string()));
-    }
-    let shown = |rel: &Path| -> PathBuf {
-        let mut p = PathBuf::from(TREE_DIR);
-        p.push(rel);
-        p
-    };
-
-    let problems: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
-    let read_bytes = Mutex::new(0u64);
-    // Jobs travel in batches: a channel hand-over per small file costs more than hashing it.
-    let (tx, rx) = sync_channel::<Vec<HashJob>>(8);
-    let mut batch: Vec<HashJob> = Vec::with_capacity(64);
-    let rx = Arc::new(Mutex::new(rx));
-    std::thread::scope(|scope| {
-        if !opts.quick {
-            for _ in 0..opts.threads.max(1) {
-                let rx = Arc::clone(&rx);
-                let (problems, read_bytes) = (&problems, &read_bytes);
-                scope.spawn(move || {
-                    let mut buf = Vec::new();
-                    loop {
-                        let jobs = match rx.lock().unwrap().recv() {
-                            Ok(j) => j,
-                            Err(_) => return,
-                        };
-                        let mut read = 0;
-                        for job in jobs {
-                            match check_content(&job, seen, &mut buf) {
-                                Ok(n) => read += n,
-                                Err(detail) => problems.lock().unwrap().push(problem(ProblemKind::Damaged, job.shown, detail)),
-                            }
-                        }
-                        *read_bytes.lock().unwrap() += read;
-                    }
-                });
-            }
-        }
-        drop(rx);
-
-        let mut records = records.peekable();
-        let mut walk = walker.peekable();
-        loop {
-            if opts.stop.requested() {
-                break;
-            }
-            // Unreadable records end the comparison: what follows cannot be trusted.
-            if let Some(Err(_)) = records.peek() {
-                if let Some(Err(e)) = records.next() {
-                    problems.lock().unwrap().push(problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string()));
-                }
-                break;
-            }
-            if let Some(Err(_)) = walk.peek() {
-                if let Some(Err(w)) = walk.next() {
-                    problems.lock().unwrap().push(problem(ProblemKind::Damaged, shown(&w.path), w.error.to_string()));
-                }
-                continue;
-            }
-            let order = match (records.peek(), walk.peek()) {
-                (None, None) => break,
-                (Some(Ok(r)), Some(Ok(e))) => r.path.as_path().cmp(&e.rel),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                _ => unreachable!("errors handled above"),
-            };
-            match order {
-                std::cmp::Ordering::Less => {
-                    let Some(Ok(r)) = records.next() else { break };
-                    if r.path.as_os_str().is_empty() {
-                        continue; // the tree root itself
-                    }
-                    problems.lock().unwrap().push(problem(ProblemKind::Missing, shown(&r.path), String::new()));
-                }
-                std::cmp::Ordering::Greater => {
-                    let Some(Ok(e)) = walk.next() else { break };
-                    problems.lock().unwrap().push(problem(ProblemKind::Unexpected, shown(&e.rel), String::new()));
-                }
-                std::cmp::Ordering::Equal => {
-                    let (Some(Ok(r)), Some(Ok(e))) = (records.next(), walk.next()) else { break };
-                    if let Some(detail) = compare(&r, &e, opts.quick) {
-                        problems.lock().unwrap().push(problem(ProblemKind::Damaged, shown(&r.path), detail));
-                        continue;
-                    }
-                    if r.kind.has_content() {
-                        report.files += 1;
-                        report.bytes += r.size;
-                        if opts.quick {
-                            continue;
-                        }
-                        let job = HashJob { dir: e.dir, name: e.name, shown: shown(&r.path), expected: r.hash.unwrap_or_default(), size: r.size };
-                        batch.push(job);
-                        if batch.len() >= 64 && tx.send(std::mem::take(&mut batch)).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.send(std::mem::take(&mut batch));
-        }
-        drop(tx);
-    });
-    let mut found = problems.into_inner().unwrap();
-    found.sort_by(|a, b| a.path.cmp(&b.path));
-    report.bytes_read += read_bytes.into_inner().unwrap();
-    report.problems.extend(found);
-}
-
-/// Opens, checks size, and hashes unless this inode was already found good with the
-/// same hash (generations share unchanged files). Returns the bytes read.
-fn check_content(job: &HashJob, seen: &Seen, buf: &mut Vec<u8>) -> Result<u64, String> {
-    use std::io::Read;
-    let (mut f, meta) = job.dir.open_file(&job.name, None).map_err(|e| format!("cannot read: {e}"))?;
-    if meta.size != job.size {
-        return Err(format!("size {}, expected {}", meta.size, job.size));
-    }
-    // A file with one name was never seen before (nor will be): no lookup, no digest.
-    let digest = (meta.nlink > 1).then(|| seen.digest(meta.dev, meta.ino, &job.expected));
-    if let Some(d) = digest {
-        if seen.set.lock().unwrap().contains(&d) {
-            return Ok(0);
-        }
-    }
-    buf.resize(super::copy::BUF_SIZE, 0);
-    let mut hasher = blake3::Hasher::new();
-    let mut total = 0u64;
-    // fstat confirmed the size: read exactly that much (no extra read to find EOF).
-    while total < job.size {
-        let want = ((job.size - total) as usize).min(buf.len());
-        let n = match f.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("cannot read: {e}")),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    if total != job.size {
-        return Err(format!("size {total}, expected {}", job.size));
-    }
-    if hasher.finalize().as_bytes() != &job.expected {
-        return Err("content does not match its checksum".into());
-    }
-    if let Some(d) = digest.filter(|_| seen.remember.load(std::sync::atomic::Ordering::Relaxed)) {
-        seen.set.lock().unwrap().insert(d);
-    }
-    Ok(total)
 }
 
 /// Checks that need no reading: type always; size and mtime in quick mode (one lstat);

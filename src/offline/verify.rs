@@ -1,13 +1,13 @@
 //! `offdisk verify --from`: every generation's tree against its `metadata.tsv`, through a
 //! [`Source`]. The same checks and report as the host verify: missing, unexpected and
-//! damaged entries by generation and path; contents hashed on worker threads; a file shared
-//! by several generations (one inode) read once.
+//! damaged entries by generation and path; contents hashed on worker threads; generations
+//! walked in lockstep, so a file shared by several generations (one inode at the same path)
+//! is read once with no per-file state kept (see `crate::backup::verify`).
 
 use super::source::{FileKind, Source, Stat};
 use super::{Found, OfflineError, Result};
 use crate::backup::record::{Kind as RKind, Record, MANIFEST_FILE, METADATA_FILE, TREE_DIR};
 use crate::backup::verify::{Problem, ProblemKind, VerifyReport};
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
@@ -34,19 +34,44 @@ pub fn verify<S: Source>(src: &S, opts: &VerifyOptions) -> Result<VerifyReport> 
         return Err(OfflineError::NoGenerations);
     }
     let mut report = VerifyReport::default();
-    let seen: Mutex<HashMap<u64, [u8; 32]>> = Mutex::new(HashMap::new());
-    for g in &gens {
-        verify_one(src, g, opts, &seen, &mut report);
-        report.generations.push(g.generation.name.clone());
+    for window in gens.chunks(WINDOW) {
+        for (g, problems) in window.iter().zip(verify_window(src, window, opts, &mut report)) {
+            report.problems.extend(problems);
+            report.generations.push(g.generation.name.clone());
+        }
     }
     Ok(report)
 }
 
-struct Job<N> {
+/// Generations verified together: each open walk holds its metadata reader (1 MiB of
+/// buffer) and a listing per directory level, so few at a time. A file shared by
+/// generations of one window is read once; of different windows, once per window.
+const WINDOW: usize = 8;
+
+/// A file to read in one generation of a window.
+struct Member<N> {
+    index: usize,
     node: N,
-    shown: PathBuf,
+    rel: PathBuf,
     expected: [u8; 32],
     size: u64,
+}
+
+type Records<'a> = Box<dyn Iterator<Item = std::result::Result<Record, crate::backup::record::RecordError>> + 'a>;
+
+/// One generation of a window: its metadata merged with its tree walk, yielding the files
+/// whose contents need reading, in path order.
+struct Cursor<'a, S: Source> {
+    src: &'a S,
+    index: usize,
+    name: &'a str,
+    records: std::iter::Peekable<Records<'a>>,
+    walk: std::iter::Peekable<TreeWalk<'a, S>>,
+    problems: Vec<Problem>,
+    files: u64,
+    bytes: u64,
+    quick: bool,
+    ended: bool,
 }
 
 /// Depth-first walk in name order (the order of `metadata.tsv`).
@@ -106,112 +131,159 @@ fn shown(rel: &Path) -> PathBuf {
     p
 }
 
-fn verify_one<S: Source>(src: &S, g: &Found<S::Node>, opts: &VerifyOptions, seen: &Mutex<HashMap<u64, [u8; 32]>>, report: &mut VerifyReport) {
-    let name = g.generation.name.clone();
+impl<S: Source> Cursor<'_, S> {
+    fn problem(&mut self, kind: ProblemKind, path: PathBuf, detail: String) {
+        self.problems.push(Problem { generation: self.name.to_string(), kind, path, detail });
+    }
+
+    /// Advances to the next file whose contents need reading (none in quick mode), noting
+    /// every missing, unexpected or damaged entry on the way.
+    fn next_file(&mut self) -> Option<Member<S::Node>> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            if let Some(Err(_)) = self.records.peek() {
+                if let Some(Err(e)) = self.records.next() {
+                    self.problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string());
+                }
+                // What follows an unreadable record cannot be trusted: this generation ends.
+                self.ended = true;
+                return None;
+            }
+            if let Some(Visit::Bad { .. }) = self.walk.peek() {
+                if let Some(Visit::Bad { rel, detail }) = self.walk.next() {
+                    self.problem(ProblemKind::Damaged, shown(&rel), detail);
+                }
+                continue;
+            }
+            let order = match (self.records.peek(), self.walk.peek()) {
+                (None, None) => return None,
+                (Some(Ok(r)), Some(Visit::Entry { rel, .. })) => r.path.as_path().cmp(rel),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                _ => return None,
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let Some(Ok(r)) = self.records.next() else { return None };
+                    if !r.path.as_os_str().is_empty() {
+                        self.problem(ProblemKind::Missing, shown(&r.path), String::new());
+                    }
+                }
+                std::cmp::Ordering::Greater => {
+                    if let Some(Visit::Entry { rel, .. }) = self.walk.next() {
+                        self.problem(ProblemKind::Unexpected, shown(&rel), String::new());
+                    }
+                }
+                std::cmp::Ordering::Equal => {
+                    let (Some(Ok(r)), Some(Visit::Entry { node, .. })) = (self.records.next(), self.walk.next()) else { return None };
+                    let st = self.src.stat(&node);
+                    if let Some(detail) = compare(self.src, &r, &node, &st, self.quick) {
+                        self.problem(ProblemKind::Damaged, shown(&r.path), detail);
+                        continue;
+                    }
+                    if r.kind.has_content() {
+                        self.files += 1;
+                        self.bytes += r.size;
+                        if self.quick {
+                            continue;
+                        }
+                        return Some(Member { index: self.index, node, rel: r.path, expected: r.hash.unwrap_or_default(), size: r.size });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens one generation for [`Cursor`]; what makes it unreadable as a whole goes to `head`.
+fn open_cursor<'a, S: Source>(src: &'a S, g: &'a Found<S::Node>, index: usize, quick: bool, head: &mut Vec<Problem>) -> Option<Cursor<'a, S>> {
+    let name = &g.generation.name;
     let problem = |kind, path: PathBuf, detail: String| Problem { generation: name.clone(), kind, path, detail };
-    let problems: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
-    let add = |kind, path, detail| problems.lock().unwrap_or_else(|e| e.into_inner()).push(problem(kind, path, detail));
     match src.child(&g.node, MANIFEST_FILE.as_bytes()) {
         Ok(Some(n)) if src.stat(&n).kind == FileKind::File => {}
-        _ => add(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new()),
+        _ => head.push(problem(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new())),
     }
-    let records = match super::records(src, g) {
-        Ok(r) => r,
+    let records: Records = match super::records(src, g) {
+        Ok(r) => Box::new(r),
         Err(e) => {
-            add(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string());
-            report.problems.extend(problems.into_inner().unwrap_or_default());
-            return;
+            head.push(problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string()));
+            return None;
         }
     };
     let mut walk = TreeWalk { src, stack: Vec::new(), entered: Default::default() };
     match super::tree(src, g) {
         Ok(t) => {
             if let Err(detail) = walk.push(PathBuf::new(), &t) {
-                add(ProblemKind::Damaged, PathBuf::from(TREE_DIR), detail);
+                head.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), detail));
             }
         }
-        Err(e) => add(ProblemKind::Damaged, PathBuf::from(TREE_DIR), e.to_string()),
+        Err(e) => head.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), e.to_string())),
     }
+    Some(Cursor { src, index, name, records: records.peekable(), walk: walk.peekable(), problems: Vec::new(), files: 0, bytes: 0, quick, ended: false })
+}
 
+/// The generations of one window in lockstep, as the host verify does: a path held by
+/// several generations is one job; a file whose inode (as the filesystem reader found it
+/// for that entry), expected hash and size equal those of one already read in the job takes
+/// its verdict, so a shared file is read once and a damaged one named in each generation.
+fn verify_window<S: Source>(src: &S, gens: &[Found<S::Node>], opts: &VerifyOptions, report: &mut VerifyReport) -> Vec<Vec<Problem>> {
+    let mut heads: Vec<Vec<Problem>> = vec![Vec::new(); gens.len()];
+    let mut cursors: Vec<Cursor<S>> = Vec::new();
+    for (i, g) in gens.iter().enumerate() {
+        if let Some(c) = open_cursor(src, g, i, opts.quick, &mut heads[i]) {
+            cursors.push(c);
+        }
+    }
+    let problems: Mutex<Vec<(usize, Problem)>> = Mutex::new(Vec::new());
     let read_bytes = Mutex::new(0u64);
-    let (tx, rx) = sync_channel::<Vec<Job<S::Node>>>(8);
+    let (tx, rx) = sync_channel::<Vec<Vec<Member<S::Node>>>>(8);
     let rx = Arc::new(Mutex::new(rx));
-    let (mut files, mut bytes) = (0u64, 0u64);
     std::thread::scope(|scope| {
         if !opts.quick {
             for _ in 0..opts.threads.max(1) {
                 let rx = Arc::clone(&rx);
-                let (add, read_bytes) = (&add, &read_bytes);
+                let (problems, read_bytes) = (&problems, &read_bytes);
                 scope.spawn(move || {
                     let mut buf = vec![0u8; READ_CHUNK];
                     loop {
                         let Ok(jobs) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { return };
-                        let mut read = 0;
+                        let (mut read, mut found) = (0, Vec::new());
                         for job in jobs {
-                            match check_content(src, &job, seen, &mut buf) {
-                                Ok(n) => read += n,
-                                Err(detail) => add(ProblemKind::Damaged, job.shown, detail),
-                            }
+                            read += check_group(src, job, gens, &mut buf, &mut found);
                         }
                         *read_bytes.lock().unwrap_or_else(|e| e.into_inner()) += read;
+                        problems.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
                     }
                 });
             }
         }
         drop(rx);
-        let mut batch = Vec::with_capacity(64);
-        let mut records = records.peekable();
-        let mut walk = walk.by_ref().peekable();
+        let mut next: Vec<Option<Member<S::Node>>> = cursors.iter_mut().map(|c| c.next_file()).collect();
+        let (mut batch, mut in_batch) = (Vec::new(), 0);
         loop {
-            if let Some(Err(_)) = records.peek() {
-                if let Some(Err(e)) = records.next() {
-                    add(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string());
-                }
-                break; // what follows an unreadable record cannot be trusted
-            }
-            if let Some(Visit::Bad { .. }) = walk.peek() {
-                if let Some(Visit::Bad { rel, detail }) = walk.next() {
-                    add(ProblemKind::Damaged, shown(&rel), detail);
-                }
-                continue;
-            }
-            let order = match (records.peek(), walk.peek()) {
-                (None, None) => break,
-                (Some(Ok(r)), Some(Visit::Entry { rel, .. })) => r.path.as_path().cmp(rel),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                _ => break,
+            let Some(first) = (0..next.len()).filter(|&i| next[i].is_some()).min_by(|&a, &b| {
+                let (a, b) = (next[a].as_ref().expect("some"), next[b].as_ref().expect("some"));
+                a.rel.as_path().cmp(&b.rel).then(a.index.cmp(&b.index))
+            }) else {
+                break;
             };
-            match order {
-                std::cmp::Ordering::Less => {
-                    let Some(Ok(r)) = records.next() else { break };
-                    if !r.path.as_os_str().is_empty() {
-                        add(ProblemKind::Missing, shown(&r.path), String::new());
-                    }
+            let lead = next[first].take().expect("some");
+            next[first] = cursors[first].next_file();
+            let mut job = vec![lead];
+            for i in first + 1..next.len() {
+                if next[i].as_ref().is_some_and(|m| m.rel == job[0].rel) {
+                    job.push(next[i].take().expect("some"));
+                    next[i] = cursors[i].next_file();
                 }
-                std::cmp::Ordering::Greater => {
-                    if let Some(Visit::Entry { rel, .. }) = walk.next() {
-                        add(ProblemKind::Unexpected, shown(&rel), String::new());
-                    }
-                }
-                std::cmp::Ordering::Equal => {
-                    let (Some(Ok(r)), Some(Visit::Entry { node, .. })) = (records.next(), walk.next()) else { break };
-                    let st = src.stat(&node);
-                    if let Some(detail) = compare(src, &r, &node, &st, opts.quick) {
-                        add(ProblemKind::Damaged, shown(&r.path), detail);
-                        continue;
-                    }
-                    if r.kind.has_content() {
-                        files += 1;
-                        bytes += r.size;
-                        if opts.quick {
-                            continue;
-                        }
-                        batch.push(Job { node, shown: shown(&r.path), expected: r.hash.unwrap_or_default(), size: r.size });
-                        if batch.len() >= 64 && tx.send(std::mem::take(&mut batch)).is_err() {
-                            break;
-                        }
-                    }
+            }
+            in_batch += job.len();
+            batch.push(job);
+            if in_batch >= 64 {
+                in_batch = 0;
+                if tx.send(std::mem::take(&mut batch)).is_err() {
+                    break;
                 }
             }
         }
@@ -220,37 +292,72 @@ fn verify_one<S: Source>(src: &S, g: &Found<S::Node>, opts: &VerifyOptions, seen
         }
         drop(tx);
     });
-    let mut found = problems.into_inner().unwrap_or_default();
-    found.sort_by(|a, b| a.path.cmp(&b.path));
-    report.files += files;
-    report.bytes += bytes;
     report.bytes_read += read_bytes.into_inner().unwrap_or(0);
-    report.problems.extend(found);
+    let mut found: Vec<Vec<Problem>> = vec![Vec::new(); gens.len()];
+    for c in cursors {
+        report.files += c.files;
+        report.bytes += c.bytes;
+        found[c.index] = c.problems;
+    }
+    for (i, p) in problems.into_inner().unwrap_or_default() {
+        found[i].push(p);
+    }
+    heads
+        .into_iter()
+        .zip(found)
+        .map(|(mut head, mut found)| {
+            found.sort_by(|a, b| a.path.cmp(&b.path));
+            head.extend(found);
+            head
+        })
+        .collect()
 }
 
-/// Hashes a file's content unless this inode was already found good with the same hash.
-fn check_content<S: Source>(src: &S, job: &Job<S::Node>, seen: &Mutex<HashMap<u64, [u8; 32]>>, buf: &mut [u8]) -> std::result::Result<u64, String> {
-    let st = src.stat(&job.node);
-    if st.size != job.size {
-        return Err(format!("size {}, expected {}", st.size, job.size));
+/// Checks one path's files (one per generation holding it); damaged ones go to `found`.
+/// Returns the bytes read.
+fn check_group<S: Source>(src: &S, job: Vec<Member<S::Node>>, gens: &[Found<S::Node>], buf: &mut [u8], found: &mut Vec<(usize, Problem)>) -> u64 {
+    let mut known: Vec<((u64, [u8; 32], u64), std::result::Result<(), String>)> = Vec::new();
+    let mut read = 0;
+    for m in job {
+        let st = src.stat(&m.node);
+        let verdict = if st.size != m.size {
+            Err(format!("size {}, expected {}", st.size, m.size))
+        } else {
+            let id = (st.ino, m.expected, m.size);
+            match known.iter().find(|(k, _)| *k == id) {
+                Some((_, v)) => v.clone(),
+                None => {
+                    let v = hash_node(src, &m, buf).map(|n| read += n);
+                    known.push((id, v.clone()));
+                    v
+                }
+            }
+        };
+        if let Err(detail) = verdict {
+            let generation = gens[m.index].generation.name.clone();
+            found.push((m.index, Problem { generation, kind: ProblemKind::Damaged, path: shown(&m.rel), detail }));
+        }
     }
-    if seen.lock().unwrap_or_else(|e| e.into_inner()).get(&st.ino) == Some(&job.expected) {
-        return Ok(0);
-    }
+    read
+}
+
+fn hash_node<S: Source>(src: &S, m: &Member<S::Node>, buf: &mut [u8]) -> std::result::Result<u64, String> {
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
-    while total < job.size {
-        let n = src.read_at(&job.node, total, buf).map_err(|e| format!("cannot read: {e}"))?;
+    while total < m.size {
+        let n = match src.read_at(&m.node, total, buf) {
+            Ok(n) => n,
+            Err(e) => return Err(format!("cannot read: {e}")),
+        };
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    if hasher.finalize().as_bytes() != &job.expected {
+    if hasher.finalize().as_bytes() != &m.expected {
         return Err("content does not match its checksum".into());
     }
-    seen.lock().unwrap_or_else(|e| e.into_inner()).insert(st.ino, job.expected);
     Ok(total)
 }
 
