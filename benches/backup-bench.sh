@@ -11,7 +11,8 @@
 # OFFDISK_BIN_BEFORE=path adds that build to the full, incremental and verify rows, in the
 # same hyperfine runs, to measure what a change costs ("before" vs "offdisk").
 # Prints seconds per 1,000 files for each offdisk row and the peak RSS of a full backup,
-# an incremental and a verify of the whole tree (scale: run with FILES=100000 ... 1000000).
+# an incremental and a verify of the whole tree (scale: run with FILES=100000 ... 1000000;
+# with OFFDISK_BIN_BEFORE, that build's verify of the same generations too).
 # Needs: hyperfine, rsync, b3sum, python3. Builds target/release/offdisk if missing.
 # As root the targets go on their own ext4 filesystem (a loop-mounted image), like a real
 # backup disk, so syncing it does not also flush unrelated dirty data; BENCH_LOOP=0 disables.
@@ -185,6 +186,11 @@ if want memory && [ -x /usr/bin/time ]; then
   /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: incremental of $FILES files" "$BIN" backup --no-progress --target "$TFS/mem" $SRC >/dev/null
   /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: verify of $FILES files (latest generation)" "$BIN" verify --target "$TFS/mem" --generation latest >/dev/null
   /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: verify of $FILES files (2 generations)" "$BIN" verify --target "$TFS/mem" >/dev/null
+  if [ -n "$BEFORE" ]; then
+    # The same two generations verified by the build under comparison (same metadata format).
+    /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: before: verify of $FILES files (latest generation)" "$BEFORE" verify --target "$TFS/mem" --generation latest >/dev/null
+    /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: before: verify of $FILES files (2 generations)" "$BEFORE" verify --target "$TFS/mem" >/dev/null
+  fi
   # The references, for scale: what a tree of this size costs them.
   rm -rf "$TFS/mem-rs" "$TFS/mem-rs2"
   /usr/bin/time -f "# peak RSS %M KiB, %e s, cpu %U+%S s: rsync -a full + sync of $FILES files (largest process)" sh -c "rsync -a $SRC/ $TFS/mem-rs/ && $SYNC" >/dev/null
