@@ -26,13 +26,16 @@ struct FakeDisk {
     fail_backup: bool,
     /// The backup makes its generation without two entries (a partial run).
     partial: bool,
+    /// Requested when dock unmounts: the stop (SIGTERM) of a pulled disk's unit arriving
+    /// while dock already cleans up after the I/O error the pull caused.
+    stop_at_unmount: Option<Stop>,
 }
 
 impl FakeDisk {
     fn new(dir: &Path, uuid: &str) -> FakeDisk {
         let contents = dir.join(format!("disk-{uuid}"));
         std::fs::create_dir_all(&contents).unwrap();
-        FakeDisk { uuid: uuid.into(), contents, calls: Vec::new(), fail_backup: false, partial: false }
+        FakeDisk { uuid: uuid.into(), contents, calls: Vec::new(), fail_backup: false, partial: false, stop_at_unmount: None }
     }
 }
 
@@ -105,6 +108,9 @@ impl Backend for FakeDisk {
     }
     fn unmount(&mut self, at: &Path) -> Result<(), HotplugError> {
         self.calls.push("unmount".into());
+        if let Some(s) = &self.stop_at_unmount {
+            s.request();
+        }
         std::fs::remove_dir_all(&self.contents).unwrap();
         copy_tree(at, &self.contents);
         std::fs::remove_dir_all(at).unwrap();
@@ -334,6 +340,21 @@ fn failed_backup_still_closes_and_reports_reason() {
     assert!(dock(&e.dev, &e.opts, &mut disk, &mut ui).is_err());
     assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "backup", "unmount", "close"]);
     assert!(ui.events.iter().any(|e| matches!(e, Event::Failed { reason, .. } if reason.contains("disk full"))));
+    assert!(matches!(ui.events.last(), Some(Event::SafeToUnplug { .. })));
+}
+
+#[test]
+fn a_failure_followed_by_a_stop_during_cleanup_is_reported_as_the_stop() {
+    let e = env();
+    let mut disk = registered(&e);
+    disk.fail_backup = true;
+    disk.stop_at_unmount = Some(e.opts.stop.clone());
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    let err = dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap_err();
+    assert!(matches!(&err, HotplugError::Stopped(why) if why.contains("disk full")), "{err}");
+    assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "backup", "unmount", "close"]);
+    let reason = ui.events.iter().find_map(|e| match e { Event::Failed { reason, .. } => Some(reason.clone()), _ => None }).unwrap();
+    assert!(reason.starts_with("stopped before the end") && reason.contains("disk full"), "{reason}");
     assert!(matches!(ui.events.last(), Some(Event::SafeToUnplug { .. })));
 }
 

@@ -129,13 +129,16 @@ pub fn dock(dev: &DeviceInfo, opts: &DockOptions, backend: &mut dyn Backend, ui:
     ui.disk_known(reg);
     ui.event(Event::Started { disk: disk.clone(), device: dev.describe() });
     let mut run = Run { dev, opts, reg, backend, ui, opened: false, mounted: None, exit_code: 0 };
-    let result = match run.steps() {
+    let result = run.steps();
+    let clean = run.cleanup();
+    let result = match result {
         // Asked to stop (SIGTERM: the disk was pulled, or the system is stopping): whatever
-        // failed after that failed because of it. Cleanup runs as for any other failure.
+        // failed failed because of it. Asked after the failure too: a disk pulled out fails
+        // the step under way at once (I/O errors), and systemd's stop comes while dock is
+        // already cleaning up, so the failure is the pull's, not a damaged disk's.
         Err(e) if opts.stop.requested() => Err(HotplugError::Stopped(e.to_string())),
         r => r,
     };
-    let clean = run.cleanup();
     let (ok, text) = match &result {
         Ok(summary) => (true, summary.clone()),
         Err(e) => (false, e.to_string()),
