@@ -170,3 +170,78 @@ fn backup_cli_output_is_unchanged() {
 
 /// The disk named by its UUID in upper case (UUIDs compare case-insensitively).
 const SNAP_UUID_UPPER: &str = "3F0C4B1E-2A6D-4C8E-9B7A-5D1E2F3A4B5C";
+
+#[path = "anywhere_support/mod.rs"]
+mod anywhere_support;
+
+#[test]
+fn restore_words_are_the_same_from_a_mounted_disk_and_from_an_image() {
+    // The same generation restored from its backup root (as a mounted disk shows it) and from
+    // an image of the disk read directly (--from): for each situation both routes must print
+    // the same lines and exit with the same status.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().canonicalize().unwrap();
+    let (src, root, work) = (dir.join("src"), dir.join("root"), dir.join("work"));
+    fs::create_dir_all(src.join("docs/sub")).unwrap();
+    fs::write(src.join("docs/a.txt"), b"alpha\n").unwrap();
+    fs::write(src.join("docs/sub/b.bin"), vec![7u8; 5000]).unwrap();
+    std::os::unix::fs::symlink("sub", src.join("docs/link")).unwrap();
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(&work).unwrap();
+    let s = src.to_str().unwrap().to_string();
+    let backed = Command::new(env!("CARGO_BIN_EXE_offdisk")).args(["backup", "--no-progress", "--target", root.to_str().unwrap(), &s]).output().unwrap();
+    assert!(backed.status.success(), "{}", String::from_utf8_lossy(&backed.stderr));
+    let spec = anywhere_support::Spec { luks: "luks2", cipher: "aes-xts-plain64", key_bits: 512, sector: 4096, gpt: false, mkfs: &[] };
+    let img = anywhere_support::build(&spec, &root, &work);
+    let routes: [(&str, Vec<String>); 2] = [
+        ("mounted", vec!["--target".into(), root.to_str().unwrap().into()]),
+        ("--from", vec!["--from".into(), img.path.to_str().unwrap().into(), "--key-file".into(), img.key_file.to_str().unwrap().into()]),
+    ];
+    let situations: [(&str, Vec<String>); 6] = [
+        ("a whole tree", vec![s.clone()]),
+        ("one file that exists in DEST", vec![format!("{s}/docs/a.txt")]),
+        ("everything exists in DEST", vec![s.clone()]),
+        ("a path not in the generation", vec![format!("{s}/nope")]),
+        ("a path through a stored symlink", vec![format!("{s}/docs/link/b.bin")]),
+        ("a path through a stored file", vec![format!("{s}/docs/a.txt/x")]),
+    ];
+    let config = dir.join("config.toml");
+    fs::write(&config, format!("ledger_dir = \"{}/ledger\"\n", dir.display())).unwrap();
+    let mut said: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    for (i, (route, args)) in routes.iter().enumerate() {
+        let dest = dir.join(format!("dest-{i}"));
+        for (what, paths) in &situations {
+            let out = Command::new(env!("CARGO_BIN_EXE_offdisk"))
+                .arg("restore")
+                .args(args)
+                .args(paths)
+                .arg("--to")
+                .arg(&dest)
+                .env("OFFDISK_CONFIG", &config)
+                .output()
+                .unwrap();
+            let text = format!(
+                "{what}: [exit {}]\n{}{}",
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            said[i].push(format!("({route}) {}", text.replace(dest.to_str().unwrap(), "DEST")));
+        }
+    }
+    for (m, f) in said[0].iter().zip(&said[1]) {
+        assert_eq!(m.replacen("(mounted) ", "", 1), f.replacen("(--from) ", "", 1), "the two routes word the same situation differently");
+    }
+    let all = said[0].join("\n");
+    for want in [
+        "[exit 0]\nrestore from ",
+        ": 2 files, ",
+        &format!("offdisk: warning: DEST{s}/docs/a.txt: exists, not overwritten\n"),
+        ": 0 files, 0 B into DEST; 1 warning\n",
+        &format!("offdisk: {s}/nope is not in generation "),
+        &format!("offdisk: {s}/docs/link/b.bin: the path runs through a symlink stored in the generation ({}/docs/link); it is not followed\n  hint: restore the symlink itself, or the path it points to", s.trim_start_matches('/')),
+        &format!("offdisk: {s}/docs/a.txt/x is not in generation "),
+    ] {
+        assert!(all.contains(want), "{want:?} not in:\n{all}");
+    }
+}

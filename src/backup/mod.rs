@@ -53,8 +53,10 @@ pub enum BackupError {
     Metadata { generation: String, error: record::RecordError },
     #[error("source {path}: {error}")]
     Source { path: PathBuf, error: io::Error },
-    #[error("{path} is not in generation {generation}")]
+    #[error("{}", restore::not_in_generation(path, generation))]
     NotInGeneration { path: PathBuf, generation: String },
+    #[error("{}", restore::through_symlink(path, link))]
+    ThroughSymlink { path: PathBuf, link: PathBuf },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -86,6 +88,7 @@ impl Diagnose for BackupError {
                 "lower the retention (--keep-*) so more old generations are pruned, exclude more, or use a bigger disk".into(),
             ),
             BackupError::NoSuchGeneration(_) => Some("`offdisk generations` lists them".into()),
+            BackupError::ThroughSymlink { .. } => Some(restore::THROUGH_SYMLINK_HINT.into()),
             BackupError::Shrunk { .. } => Some(
                 "check that the source is mounted and complete; if the loss is intended, run again with --allow-shrink (or set allow_shrink = true for the disk)".into(),
             ),

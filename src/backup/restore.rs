@@ -44,6 +44,40 @@ pub fn relative_in_tree(path: &Path) -> Result<PathBuf, BackupError> {
     Ok(rel)
 }
 
+/// `PATH is not in generation G`: a restore path the generation does not hold (both routes).
+pub fn not_in_generation(path: &Path, generation: &str) -> String {
+    format!("{} is not in generation {generation}", path.display())
+}
+
+/// A restore path that runs through `link`, a symlink stored in the generation (both routes).
+pub fn through_symlink(path: &Path, link: &Path) -> String {
+    format!("{}: the path runs through a symlink stored in the generation ({}); it is not followed", path.display(), link.display())
+}
+
+/// What to do about [`through_symlink`].
+pub const THROUGH_SYMLINK_HINT: &str = "restore the symlink itself, or the path it points to";
+
+/// `N file(s)`, `N warning(s)`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The line a restore ends with, whichever route it took (a mounted disk or `--from`).
+pub fn summary_line(generation: &str, files: u64, bytes: u64, dest: &Path, warnings: usize) -> String {
+    format!(
+        "restore from {generation}: {}, {} into {}{}",
+        count(files, "file", "files"),
+        super::human_bytes(bytes),
+        dest.display(),
+        if warnings == 0 { String::new() } else { format!("; {}", count(warnings as u64, "warning", "warnings")) }
+    )
+}
+
+/// The note for extended attributes the destination would not take (both routes).
+pub fn skipped_xattrs_note(n: u64) -> Option<String> {
+    (n > 0).then(|| format!("{} could not be set on the destination", count(n, "extended attribute", "extended attributes")))
+}
+
 pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
     let (_root, gens_dir, g) = super::open_generation(&opts.root, opts.generation.as_deref())?;
     let tree_shown = g.path.join(TREE_DIR);
@@ -66,10 +100,22 @@ pub fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
                 return Err(BackupError::NotInGeneration { path: p.clone(), generation: g.name.clone() })
             }
             Err(e) => {
+                // What is in the way, as a restore from the disk read directly (`--from`) names it.
+                let mut so_far = PathBuf::new();
+                for c in parent.components() {
+                    let meta = tree.open_beneath(&so_far).and_then(|d| d.stat(c.as_os_str()));
+                    so_far.push(c);
+                    match meta {
+                        Ok(m) if m.is_symlink() => return Err(BackupError::ThroughSymlink { path: p.clone(), link: so_far }),
+                        Ok(m) if m.is_dir() => {}
+                        Ok(_) => return Err(BackupError::NotInGeneration { path: p.clone(), generation: g.name.clone() }),
+                        Err(_) => break,
+                    }
+                }
                 return Err(BackupError::Refused {
                     path: p.clone(),
                     why: format!("cannot be restored from {}: a component of it is not a directory in the generation (a stored symbolic link is never followed): {e}", g.name),
-                })
+                });
             }
         }
         sources.push(Source::beneath(Arc::clone(&tree), engine::dst_path(&tree_shown, &rel), rel));

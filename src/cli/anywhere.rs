@@ -163,20 +163,7 @@ pub fn run_restore(f: &FromArgs, opts: restore::RestoreOptions, json: bool) -> C
         let v = serde_json::json!({ "generation": s.generation, "stats": s.stats, "warnings": s.warnings });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        for w in &s.warnings {
-            eprintln!("offdisk: warning: {w}");
-        }
-        if s.stats.skipped_xattrs > 0 {
-            eprintln!("offdisk: warning: {} extended attributes could not be set on the destination", s.stats.skipped_xattrs);
-        }
-        println!(
-            "restore from {}: {} files, {} into {}{}",
-            s.generation,
-            s.stats.files,
-            human_bytes(s.stats.bytes),
-            dest.display(),
-            if s.warnings.is_empty() { String::new() } else { format!("; {} warnings", s.warnings.len()) }
-        );
+        super::backup::print_restore_end(&s.generation, &s.warnings, s.stats.skipped_xattrs, s.stats.files, s.stats.bytes, &dest);
     }
     Ok(if s.warnings.is_empty() { exit::OK } else { exit::USAGE })
 }

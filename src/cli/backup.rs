@@ -348,6 +348,18 @@ pub fn run_generations(a: GenerationsArgs, _verbose: bool) -> CliResult {
     Ok(exit::OK)
 }
 
+/// The warnings and summary a restore ends with, in the same words for both routes (a
+/// mounted disk, `--from`): the wording is the library's.
+pub(super) fn print_restore_end(generation: &str, warnings: &[String], skipped_xattrs: u64, files: u64, bytes: u64, dest: &std::path::Path) {
+    for w in warnings {
+        eprintln!("offdisk: warning: {w}");
+    }
+    if let Some(note) = backup::restore::skipped_xattrs_note(skipped_xattrs) {
+        eprintln!("offdisk: warning: {note}");
+    }
+    println!("{}", backup::restore::summary_line(generation, files, bytes, dest, warnings.len()));
+}
+
 pub fn run_restore(a: RestoreArgs, _verbose: bool) -> CliResult {
     if a.from.from.is_some() {
         let opts = crate::offline::restore::RestoreOptions {
@@ -373,17 +385,7 @@ pub fn run_restore(a: RestoreArgs, _verbose: bool) -> CliResult {
         let v = serde_json::json!({ "generation": s.generation, "stats": s.stats, "warnings": s.warnings });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        for w in &s.warnings {
-            eprintln!("offdisk: warning: {w}");
-        }
-        println!(
-            "restore from {}: {}, {} into {}{}",
-            s.generation,
-            count(s.stats.files as usize, "file", "files"),
-            human_bytes(s.stats.bytes),
-            a.to.display(),
-            if s.warnings.is_empty() { String::new() } else { format!("; {}", count(s.warnings.len(), "warning", "warnings")) }
-        );
+        print_restore_end(&s.generation, &s.warnings, s.stats.skipped_xattrs, s.stats.files, s.stats.bytes, &a.to);
     }
     Ok(if s.warnings.is_empty() { exit::OK } else { exit::USAGE })
 }

@@ -45,9 +45,9 @@ pub enum OfflineError {
     NoSuchGeneration(String),
     #[error("generation {generation}: {file}: {error}")]
     Metadata { generation: String, file: &'static str, error: String },
-    #[error("{path} is not in generation {generation}")]
+    #[error("{}", crate::backup::restore::not_in_generation(path, generation))]
     NotInGeneration { path: PathBuf, generation: String },
-    #[error("{path}: the path runs through a symlink stored in the generation ({link}); it is not followed")]
+    #[error("{}", crate::backup::restore::through_symlink(path, link))]
     ThroughSymlink { path: PathBuf, link: PathBuf },
     #[error("{0}")]
     Invalid(String),
@@ -74,7 +74,7 @@ impl Diagnose for OfflineError {
                 Some("the filesystem is damaged: `offdisk verify --from` names what can still be read; `e2fsck -n` on the opened volume tells more".into())
             }
             OfflineError::NoSuchGeneration(_) => Some("`offdisk generations --from` lists them".into()),
-            OfflineError::ThroughSymlink { .. } => Some("restore the symlink itself, or the path it points to".into()),
+            OfflineError::ThroughSymlink { .. } => Some(crate::backup::restore::THROUGH_SYMLINK_HINT.into()),
             _ => None,
         }
     }
