@@ -47,12 +47,6 @@ if wait_until 120 session_active; then
 else
   notok sysd-agent-session-logged-in "no active session of $user on seat0: $(loginctl list-sessions --no-legend 2>&1 | tr '\n' '|')"
 fi
-as_user() { runuser -u "$user" -- env XDG_RUNTIME_DIR=/run/user/$uid "$@"; }
-as_user systemctl --user set-environment OFFDISK_PINENTRY="$pin"
-as_user systemctl --user start offdisk-agent.service
-agent_up() { [ -S "/run/user/$uid/offdisk/agent.sock" ]; }
-wait_until 60 agent_up && ok sysd-agent-listening \
-  || notok sysd-agent-listening "$(as_user systemctl --user status offdisk-agent.service 2>&1 | tail -4 | tr '\n' '|')"
 
 # --- a registered disk (no user named: the active session's user is asked) ----------------------
 mkdir -p /srv/session; echo "from the session" > /srv/session/a.txt
@@ -60,6 +54,14 @@ d=$(new_disk sess 96 ODSESS1 OFFSITE6) || notok sysd-agent-init "could not make 
 p=$(part "$d")
 out=$(offdisk register "$p" --source /srv/session --passphrase-file "$PW" 2>&1) || notok sysd-agent-register "$out"
 unplug sess ODSESS1
+# The agent starts only now: a dock that registering may set off (udev's change event) must not
+# take the one answer this test counts.
+as_user() { runuser -u "$user" -- env XDG_RUNTIME_DIR=/run/user/$uid "$@"; }
+as_user systemctl --user set-environment OFFDISK_PINENTRY="$pin"
+as_user systemctl --user start offdisk-agent.service
+agent_up() { [ -S "/run/user/$uid/offdisk/agent.sock" ]; }
+wait_until 60 agent_up && ok sysd-agent-listening \
+  || notok sysd-agent-listening "$(as_user systemctl --user status offdisk-agent.service 2>&1 | tail -4 | tr '\n' '|')"
 grep -qs "ask-agent[.]py" /proc/[0-9]*/cmdline && notok sysd-agent-no-other-agent "a scripted ask-password agent is running"
 
 c=$(cursor)
