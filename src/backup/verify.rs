@@ -270,60 +270,97 @@ fn verify_window(gens_dir: &Dir, gens: &[Generation], opts: &VerifyOptions, repo
             cursors.push(c);
         }
     }
-    let problems: Mutex<Vec<(usize, Problem)>> = Mutex::new(Vec::new());
+    let workers = if opts.quick { 0 } else { opts.threads.max(1) };
+    let (read, damaged) = read_in_lockstep(
+        cursors.len(),
+        |i| cursors[i].next_file(&opts.stop),
+        || opts.stop.requested(),
+        workers,
+        Vec::new,
+        |job, buf, found| check_group(job, gens, buf, found),
+    );
+    report.bytes_read += read;
+    let walked = cursors.into_iter().map(|c| {
+        report.files += c.files;
+        report.bytes += c.bytes;
+        (c.index, c.problems)
+    });
+    by_generation(heads, walked, damaged)
+}
+
+/// A file met by a lockstep walk of generations: which generation, and its path in the tree.
+pub(crate) trait LockstepFile: Send {
+    fn generation_index(&self) -> usize;
+    fn rel(&self) -> &Path;
+}
+
+impl LockstepFile for Member {
+    fn generation_index(&self) -> usize {
+        self.index
+    }
+    fn rel(&self) -> &Path {
+        &self.rel
+    }
+}
+
+/// The lockstep walk shared by the host verify and `verify --from`: `next(i)` gives walk
+/// `i`'s next file needing a read (walks in generation order, each in path order); the files
+/// of every walk at the least path make one job, checked on one of `workers` threads by
+/// `check`, which adds what it finds damaged to its list and returns the bytes it read.
+/// Each worker keeps one `buffer()`. Jobs travel in batches of about 64 files: a channel
+/// hand-over per small file costs more than hashing it. Ends when every walk does or when
+/// `stopped()`; returns the bytes read and the damage found, by generation index.
+pub(crate) fn read_in_lockstep<M: LockstepFile, B>(
+    walks: usize,
+    mut next: impl FnMut(usize) -> Option<M>,
+    stopped: impl Fn() -> bool,
+    workers: usize,
+    buffer: impl Fn() -> B + Sync,
+    check: impl Fn(Vec<M>, &mut B, &mut Vec<(usize, Problem)>) -> u64 + Sync,
+) -> (u64, Vec<(usize, Problem)>) {
+    let damaged: Mutex<Vec<(usize, Problem)>> = Mutex::new(Vec::new());
     let read_bytes = Mutex::new(0u64);
-    // Jobs travel in batches of about 64 files: a channel hand-over per small file costs
-    // more than hashing it.
-    let (tx, rx) = sync_channel::<Vec<Vec<Member>>>(8);
+    let (tx, rx) = sync_channel::<Vec<Vec<M>>>(8);
     let rx = Arc::new(Mutex::new(rx));
     std::thread::scope(|scope| {
-        if !opts.quick {
-            for _ in 0..opts.threads.max(1) {
-                let rx = Arc::clone(&rx);
-                let (problems, read_bytes) = (&problems, &read_bytes);
-                scope.spawn(move || {
-                    let mut buf = Vec::new();
-                    loop {
-                        let jobs = match rx.lock().unwrap().recv() {
-                            Ok(j) => j,
-                            Err(_) => return,
-                        };
-                        let mut read = 0;
-                        let mut found = Vec::new();
-                        for job in jobs {
-                            read += check_group(job, gens, &mut buf, &mut found);
-                        }
-                        *read_bytes.lock().unwrap() += read;
-                        if !found.is_empty() {
-                            problems.lock().unwrap().extend(found);
-                        }
+        for _ in 0..workers {
+            let rx = Arc::clone(&rx);
+            let (damaged, read_bytes, buffer, check) = (&damaged, &read_bytes, &buffer, &check);
+            scope.spawn(move || {
+                let mut buf = buffer();
+                loop {
+                    let Ok(jobs) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { return };
+                    let (mut read, mut found) = (0, Vec::new());
+                    for job in jobs {
+                        read += check(job, &mut buf, &mut found);
                     }
-                });
-            }
+                    *read_bytes.lock().unwrap_or_else(|e| e.into_inner()) += read;
+                    if !found.is_empty() {
+                        damaged.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+                    }
+                }
+            });
         }
         drop(rx);
 
-        let mut next: Vec<Option<Member>> = cursors.iter_mut().map(|c| c.next_file(&opts.stop)).collect();
-        let mut batch: Vec<Vec<Member>> = Vec::new();
-        let mut in_batch = 0;
-        loop {
-            if opts.stop.requested() {
-                break;
-            }
-            // The least path any generation holds next, and every generation holding it.
-            let Some(first) = (0..next.len()).filter(|&i| next[i].is_some()).min_by(|&a, &b| {
-                let (a, b) = (next[a].as_ref().expect("some"), next[b].as_ref().expect("some"));
-                a.rel.as_path().cmp(&b.rel).then(a.index.cmp(&b.index))
+        let mut heads: Vec<Option<M>> = (0..walks).map(&mut next).collect();
+        let (mut batch, mut in_batch): (Vec<Vec<M>>, usize) = (Vec::new(), 0);
+        while !stopped() {
+            // The least path any walk holds next (the first such walk: generation order), and
+            // every later walk holding it too.
+            let Some(first) = (0..walks).filter(|&i| heads[i].is_some()).min_by(|&a, &b| {
+                let (a, b) = (heads[a].as_ref().expect("some"), heads[b].as_ref().expect("some"));
+                a.rel().cmp(b.rel()).then(a.generation_index().cmp(&b.generation_index()))
             }) else {
                 break;
             };
-            let lead = next[first].take().expect("some");
-            next[first] = cursors[first].next_file(&opts.stop);
+            let lead = heads[first].take().expect("some");
+            heads[first] = next(first);
             let mut job = vec![lead];
-            for i in first + 1..next.len() {
-                if next[i].as_ref().is_some_and(|m| m.rel == job[0].rel) {
-                    job.push(next[i].take().expect("some"));
-                    next[i] = cursors[i].next_file(&opts.stop);
+            for i in first + 1..walks {
+                if heads[i].as_ref().is_some_and(|m| m.rel() == job[0].rel()) {
+                    job.push(heads[i].take().expect("some"));
+                    heads[i] = next(i);
                 }
             }
             in_batch += job.len();
@@ -340,14 +377,21 @@ fn verify_window(gens_dir: &Dir, gens: &[Generation], opts: &VerifyOptions, repo
         }
         drop(tx);
     });
-    report.bytes_read += read_bytes.into_inner().unwrap();
-    let mut found: Vec<Vec<Problem>> = vec![Vec::new(); gens.len()];
-    for c in cursors {
-        report.files += c.files;
-        report.bytes += c.bytes;
-        found[c.index] = c.problems;
+    (read_bytes.into_inner().unwrap_or_else(|e| e.into_inner()), damaged.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Each generation's problems: those found opening it (`heads`), then those its walk noted
+/// and those reading found, the two sorted together by path (stably: walk notes first).
+pub(crate) fn by_generation(
+    heads: Vec<Vec<Problem>>,
+    walked: impl IntoIterator<Item = (usize, Vec<Problem>)>,
+    damaged: Vec<(usize, Problem)>,
+) -> Vec<Vec<Problem>> {
+    let mut found: Vec<Vec<Problem>> = vec![Vec::new(); heads.len()];
+    for (i, p) in walked {
+        found[i].extend(p);
     }
-    for (i, p) in problems.into_inner().unwrap() {
+    for (i, p) in damaged {
         found[i].push(p);
     }
     heads

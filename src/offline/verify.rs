@@ -7,11 +7,9 @@
 use super::source::{FileKind, Source, Stat};
 use super::{Found, OfflineError, Result};
 use crate::backup::record::{Kind as RKind, Record, MANIFEST_FILE, METADATA_FILE, TREE_DIR};
-use crate::backup::verify::{Problem, ProblemKind, VerifyReport};
+use crate::backup::verify::{by_generation, read_in_lockstep, LockstepFile, Problem, ProblemKind, VerifyReport};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
@@ -236,81 +234,31 @@ fn verify_window<S: Source>(src: &S, gens: &[Found<S::Node>], opts: &VerifyOptio
             cursors.push(c);
         }
     }
-    let problems: Mutex<Vec<(usize, Problem)>> = Mutex::new(Vec::new());
-    let read_bytes = Mutex::new(0u64);
-    let (tx, rx) = sync_channel::<Vec<Vec<Member<S::Node>>>>(8);
-    let rx = Arc::new(Mutex::new(rx));
-    std::thread::scope(|scope| {
-        if !opts.quick {
-            for _ in 0..opts.threads.max(1) {
-                let rx = Arc::clone(&rx);
-                let (problems, read_bytes) = (&problems, &read_bytes);
-                scope.spawn(move || {
-                    let mut buf = vec![0u8; READ_CHUNK];
-                    loop {
-                        let Ok(jobs) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { return };
-                        let (mut read, mut found) = (0, Vec::new());
-                        for job in jobs {
-                            read += check_group(src, job, gens, &mut buf, &mut found);
-                        }
-                        *read_bytes.lock().unwrap_or_else(|e| e.into_inner()) += read;
-                        problems.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
-                    }
-                });
-            }
-        }
-        drop(rx);
-        let mut next: Vec<Option<Member<S::Node>>> = cursors.iter_mut().map(|c| c.next_file()).collect();
-        let (mut batch, mut in_batch) = (Vec::new(), 0);
-        loop {
-            let Some(first) = (0..next.len()).filter(|&i| next[i].is_some()).min_by(|&a, &b| {
-                let (a, b) = (next[a].as_ref().expect("some"), next[b].as_ref().expect("some"));
-                a.rel.as_path().cmp(&b.rel).then(a.index.cmp(&b.index))
-            }) else {
-                break;
-            };
-            let lead = next[first].take().expect("some");
-            next[first] = cursors[first].next_file();
-            let mut job = vec![lead];
-            for i in first + 1..next.len() {
-                if next[i].as_ref().is_some_and(|m| m.rel == job[0].rel) {
-                    job.push(next[i].take().expect("some"));
-                    next[i] = cursors[i].next_file();
-                }
-            }
-            in_batch += job.len();
-            batch.push(job);
-            if in_batch >= 64 {
-                in_batch = 0;
-                if tx.send(std::mem::take(&mut batch)).is_err() {
-                    break;
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.send(batch);
-        }
-        drop(tx);
-    });
-    report.bytes_read += read_bytes.into_inner().unwrap_or(0);
-    let mut found: Vec<Vec<Problem>> = vec![Vec::new(); gens.len()];
-    for c in cursors {
+    let workers = if opts.quick { 0 } else { opts.threads.max(1) };
+    let (read, damaged) = read_in_lockstep(
+        cursors.len(),
+        |i| cursors[i].next_file(),
+        || false,
+        workers,
+        || vec![0u8; READ_CHUNK],
+        |job, buf, found| check_group(src, job, gens, buf, found),
+    );
+    report.bytes_read += read;
+    let walked = cursors.into_iter().map(|c| {
         report.files += c.files;
         report.bytes += c.bytes;
-        found[c.index] = c.problems;
+        (c.index, c.problems)
+    });
+    by_generation(heads, walked, damaged)
+}
+
+impl<N: Send> LockstepFile for Member<N> {
+    fn generation_index(&self) -> usize {
+        self.index
     }
-    for (i, p) in problems.into_inner().unwrap_or_default() {
-        found[i].push(p);
+    fn rel(&self) -> &Path {
+        &self.rel
     }
-    heads
-        .into_iter()
-        .zip(found)
-        .map(|(mut head, mut found)| {
-            found.sort_by(|a, b| a.path.cmp(&b.path));
-            head.extend(found);
-            head
-        })
-        .collect()
 }
 
 /// Checks one path's files (one per generation holding it); damaged ones go to `found`.
