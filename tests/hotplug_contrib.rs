@@ -29,7 +29,11 @@ fn udev_rule_wants_the_unit_for_luks_adds_only_and_runs_nothing() {
 #[test]
 fn dock_unit_runs_dock_on_the_raw_instance_with_hardening() {
     let u = contrib("offdisk-dock@.service");
-    assert!(u.lines().any(|l| l == "ExecStart=/usr/bin/offdisk dock %i"), "raw %i, not %I (which would turn dm-3 into dm/3)");
+    assert!(u.lines().any(|l| l == "ExecStart=/usr/bin/offdisk dock --plugged %i"), "raw %i, not %I (which would turn dm-3 into dm/3); --plugged: a plug-in event");
+    // A pull the dock handled (stopped by SIGTERM, everything closed: exit 143) is no failure;
+    // nothing else is made a success.
+    assert!(u.lines().any(|l| l == "SuccessExitStatus=143"), "a handled pull must not leave the unit failed");
+    assert_eq!(u.lines().filter(|l| l.starts_with("SuccessExitStatus=")).count(), 1);
     for needed in ["Type=oneshot", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=read-only", "PrivateNetwork=yes", "BindsTo=dev-%i.device", "IPAddressDeny=any", "RestrictNamespaces=yes", "ProtectKernelModules=yes", "TimeoutStopSec=3min"] {
         assert!(u.lines().any(|l| l == needed), "unit lacks {needed}");
     }

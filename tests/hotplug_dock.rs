@@ -29,13 +29,19 @@ struct FakeDisk {
     /// Requested when dock unmounts: the stop (SIGTERM) of a pulled disk's unit arriving
     /// while dock already cleans up after the I/O error the pull caused.
     stop_at_unmount: Option<Stop>,
+    /// The sequence number of the disk's attachment (a new one at each plug-in).
+    seq: Option<u64>,
+    /// The device is gone once the dock ends (pulled out).
+    removed: bool,
+    /// Removing the mapping fails (something still holds it).
+    fail_close: bool,
 }
 
 impl FakeDisk {
     fn new(dir: &Path, uuid: &str) -> FakeDisk {
         let contents = dir.join(format!("disk-{uuid}"));
         std::fs::create_dir_all(&contents).unwrap();
-        FakeDisk { uuid: uuid.into(), contents, calls: Vec::new(), fail_backup: false, partial: false, stop_at_unmount: None }
+        FakeDisk { uuid: uuid.into(), contents, calls: Vec::new(), fail_backup: false, partial: false, stop_at_unmount: None, seq: Some(7), removed: false, fail_close: false }
     }
 }
 
@@ -119,7 +125,16 @@ impl Backend for FakeDisk {
     }
     fn close(&mut self) -> Result<(), HotplugError> {
         self.calls.push("close".into());
+        if self.fail_close {
+            return Err(HotplugError::Step { step: "close", why: "luks-x is busy".into(), code: 5 });
+        }
         Ok(())
+    }
+    fn disk_seq(&mut self, _dev: &Path) -> Option<u64> {
+        self.seq
+    }
+    fn present(&mut self, _dev: &Path) -> bool {
+        !self.removed
     }
 }
 
@@ -171,7 +186,13 @@ fn env() -> Env {
 }
 
 fn spec_at(e: &Env) -> RegisterSpec {
-    RegisterSpec { label: Some("offsite-A".into()), sources: vec!["/home".into()], mount_point: Some(e.dir.path().join("mnt")), ..Default::default() }
+    RegisterSpec {
+        label: Some("offsite-A".into()),
+        sources: vec!["/home".into()],
+        mount_point: Some(e.dir.path().join("mnt")),
+        run_dir: Some(e.opts.run_dir.clone()),
+        ..Default::default()
+    }
 }
 
 fn registered(e: &Env) -> FakeDisk {
@@ -351,7 +372,7 @@ fn a_failure_followed_by_a_stop_during_cleanup_is_reported_as_the_stop() {
     disk.stop_at_unmount = Some(e.opts.stop.clone());
     let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
     let err = dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap_err();
-    assert!(matches!(&err, HotplugError::Stopped(why) if why.contains("disk full")), "{err}");
+    assert!(matches!(&err, HotplugError::Stopped { why, removed: false } if why.contains("disk full")), "{err}");
     assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "backup", "unmount", "close"]);
     let reason = ui.events.iter().find_map(|e| match e { Event::Failed { reason, .. } => Some(reason.clone()), _ => None }).unwrap();
     assert!(reason.starts_with("stopped before the end") && reason.contains("disk full"), "{reason}");
@@ -472,4 +493,72 @@ fn a_symlink_at_the_rules_name_is_neither_followed_nor_replaced() {
     assert!(std::fs::symlink_metadata(&rule).unwrap().file_type().is_symlink());
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
     assert_eq!(registry::load(&e.opts.config).unwrap().len(), 1);
+}
+
+#[test]
+fn a_plug_in_event_of_the_attachment_registered_during_starts_no_dock() {
+    let e = env();
+    // Registered while attached as attachment 7 (the fake's sequence number).
+    let mut disk = registered(&e);
+    let plugged = DockOptions { plugged: true, ..e.opts.clone() };
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    let out = dock(&e.dev, &plugged, &mut disk, &mut ui).unwrap();
+    assert_eq!(out, Outcome::RegisteredWhileAttached { disk: "offsite-A".into() });
+    assert_eq!(disk.calls, ["probe"], "nothing unlocked, mounted or written");
+    assert!(ui.asks.is_empty() && ui.events.is_empty(), "nobody asked or told: {:?}", ui.events);
+    assert!(!e.opts.state.exists(), "no dock recorded");
+    // By hand, the same attachment docks.
+    disk.calls.clear();
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    assert!(matches!(dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap(), Outcome::Done { .. }));
+    assert_eq!(ui.asks.len(), 1);
+    // Plugged in again (a new attachment): the plug-in event docks.
+    disk.seq = Some(8);
+    disk.calls.clear();
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    assert!(matches!(dock(&e.dev, &plugged, &mut disk, &mut ui).unwrap(), Outcome::Done { .. }));
+    assert_eq!(disk.calls, ["probe", "unlock:true", "mount", "backup", "verify", "unmount", "close"]);
+}
+
+#[test]
+fn without_an_attachment_number_a_plug_in_docks_as_before() {
+    let e = env();
+    let mut disk = FakeDisk::new(e.dir.path(), UUID);
+    disk.seq = None; // a kernel without diskseq: nothing is noted
+    let done = register_device(&e.dev.path, &Passphrase::from_slice(PASS), &e.opts, &spec_at(&e), &mut disk).unwrap();
+    assert!(!done.attached);
+    let plugged = DockOptions { plugged: true, ..e.opts.clone() };
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    assert!(matches!(dock(&e.dev, &plugged, &mut disk, &mut ui).unwrap(), Outcome::Done { .. }));
+}
+
+#[test]
+fn a_pull_handled_cleanly_is_a_stop_that_says_nothing_was_lost() {
+    let e = env();
+    let mut disk = registered(&e);
+    disk.fail_backup = true; // the pull's I/O error
+    disk.stop_at_unmount = Some(e.opts.stop.clone()); // then systemd's SIGTERM
+    disk.removed = true;
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    let err = dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap_err();
+    assert!(matches!(&err, HotplugError::Stopped { removed: true, .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.starts_with("stopped before the end") && text.contains("the disk was removed; nothing lost"), "{text}");
+    assert!(matches!(ui.events.last(), Some(Event::SafeToUnplug { .. })));
+}
+
+#[test]
+fn a_stop_whose_teardown_failed_is_that_failure_not_a_clean_stop() {
+    let e = env();
+    let mut disk = registered(&e);
+    disk.fail_backup = true;
+    disk.stop_at_unmount = Some(e.opts.stop.clone());
+    disk.removed = true;
+    disk.fail_close = true;
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    let err = dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap_err();
+    assert!(!matches!(err, HotplugError::Stopped { .. }), "something is left open: {err:?}");
+    use offdisk::error::Diagnose;
+    assert_ne!(err.exit_code(), 0);
+    assert!(!ui.events.iter().any(|e| matches!(e, Event::SafeToUnplug { .. })), "not safe to unplug");
 }

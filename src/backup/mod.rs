@@ -70,13 +70,16 @@ pub enum BackupError {
     Shrunk { name: String, detail: String },
     #[error("stopped before the run was complete; every complete generation was left intact")]
     Stopped,
+    /// Verify met the errors of a disk that went away (EIO, ENODEV, ENXIO): no verdict.
+    #[error("the disk was removed during verify; nothing on it was judged (at {}: {first})", .root.display())]
+    DiskGone { root: PathBuf, first: String },
 }
 
 impl Diagnose for BackupError {
     fn exit_code(&self) -> i32 {
         match self {
             BackupError::Busy(_) => exit::BUSY,
-            BackupError::Io { .. } | BackupError::NoSpace { .. } | BackupError::Refused { .. } => exit::DEVICE,
+            BackupError::Io { .. } | BackupError::NoSpace { .. } | BackupError::Refused { .. } | BackupError::DiskGone { .. } => exit::DEVICE,
             BackupError::Root(RootError::Unsafe { .. } | RootError::Io { .. }) => exit::DEVICE,
             _ => exit::USAGE,
         }
@@ -93,6 +96,9 @@ impl Diagnose for BackupError {
                 "check that the source is mounted and complete; if the loss is intended, run again with --allow-shrink (or set allow_shrink = true for the disk)".into(),
             ),
             BackupError::Metadata { .. } => Some("`offdisk verify` reports what else is damaged".into()),
+            BackupError::DiskGone { .. } => Some(
+                "plug the disk in again and run the verify once more; if it was not removed, it cannot be read (the kernel log, `dmesg`, says why)".into(),
+            ),
             BackupError::Root(RootError::Missing(_) | RootError::NotADirectory(_)) => {
                 Some("check the path; offdisk makes only generations/ inside an existing directory".into())
             }

@@ -34,6 +34,59 @@ pub struct Problem {
     #[serde(serialize_with = "lossy")]
     pub path: PathBuf,
     pub detail: String,
+    /// Reading failed the way it does when the disk goes away ([`is_device_error`]): this is
+    /// no verdict about the file, and [`verify`] reports the disk gone instead.
+    #[serde(skip)]
+    pub device_error: bool,
+}
+
+/// Whether an I/O error is the disk's, not the file's: EIO, ENODEV, ENXIO, as reads give
+/// once the device under the mount was pulled out (or fails).
+pub fn is_device_error(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO | libc::ENODEV | libc::ENXIO))
+}
+
+/// [`is_device_error`] for what reading `metadata.tsv` can fail with.
+fn is_device_record_error(e: &super::record::RecordError) -> bool {
+    matches!(e, super::record::RecordError::Io(io) if is_device_error(io))
+}
+
+/// What a check found wrong with one entry (the [`Problem`]'s detail and its cause).
+#[derive(Debug, Clone)]
+struct Bad {
+    detail: String,
+    device: bool,
+}
+
+impl Bad {
+    fn new(detail: impl Into<String>) -> Bad {
+        Bad { detail: detail.into(), device: false }
+    }
+    fn io(what: &str, e: &std::io::Error) -> Bad {
+        Bad { detail: format!("{what}: {e}"), device: is_device_error(e) }
+    }
+}
+
+/// The verdict of a verify that met device errors: none. The first such problem names where.
+fn judged(found: &[Vec<Problem>], root: &Path) -> Result<(), BackupError> {
+    match found.iter().flatten().find(|p| p.device_error) {
+        Some(p) => Err(BackupError::DiskGone { root: root.to_path_buf(), first: p.to_string() }),
+        None => Ok(()),
+    }
+}
+
+/// An error opening the disk's generations that is the device's, as [`BackupError::DiskGone`].
+fn gone_or(e: BackupError, root: &Path) -> BackupError {
+    let device = match &e {
+        BackupError::Io { error, .. } => is_device_error(error),
+        BackupError::Metadata { error, .. } => is_device_record_error(error),
+        _ => false,
+    };
+    if device {
+        BackupError::DiskGone { root: root.to_path_buf(), first: e.to_string() }
+    } else {
+        e
+    }
 }
 
 fn lossy<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
@@ -82,7 +135,14 @@ pub fn verify(opts: &VerifyOptions) -> Result<VerifyReport, BackupError> {
 }
 
 /// [`verify`], calling `done` after each generation with the report so far.
+///
+/// Reads that fail as they do when the disk goes away (EIO, ENODEV, ENXIO) end it with
+/// [`BackupError::DiskGone`]: a pulled disk is not "damaged", and nothing it held is judged.
 pub fn verify_observed(opts: &VerifyOptions, done: &mut dyn FnMut(&Generation, &VerifyReport)) -> Result<VerifyReport, BackupError> {
+    verify_generations(opts, done).map_err(|e| gone_or(e, &opts.root))
+}
+
+fn verify_generations(opts: &VerifyOptions, done: &mut dyn FnMut(&Generation, &VerifyReport)) -> Result<VerifyReport, BackupError> {
     let (gens_dir, gens): (Dir, Vec<Generation>) = match &opts.generation {
         Some(want) => {
             let (_, d, g) = super::open_generation(&opts.root, Some(want))?;
@@ -102,6 +162,8 @@ pub fn verify_observed(opts: &VerifyOptions, done: &mut dyn FnMut(&Generation, &
     for window in gens.chunks(WINDOW) {
         opts.stop.check()?;
         let found = verify_window(&gens_dir, window, opts, &mut report);
+        // Before the stop: a pull both fails the reads and stops the run.
+        judged(&found, &opts.root)?;
         opts.stop.check()?;
         for (g, problems) in window.iter().zip(found) {
             report.problems.extend(problems);
@@ -152,7 +214,11 @@ fn shown(rel: &Path) -> PathBuf {
 
 impl Cursor<'_> {
     fn problem(&mut self, kind: ProblemKind, path: PathBuf, detail: String) {
-        self.problems.push(Problem { generation: self.name.to_string(), kind, path, detail });
+        self.bad(kind, path, Bad::new(detail));
+    }
+
+    fn bad(&mut self, kind: ProblemKind, path: PathBuf, bad: Bad) {
+        self.problems.push(Problem { generation: self.name.to_string(), kind, path, detail: bad.detail, device_error: bad.device });
     }
 
     /// Advances to the next file whose contents need reading (none in quick mode), noting
@@ -166,14 +232,16 @@ impl Cursor<'_> {
             // Unreadable records end the comparison: what follows cannot be trusted.
             if let Some(Err(_)) = self.records.peek() {
                 if let Some(Err(e)) = self.records.next() {
-                    self.problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string());
+                    let bad = Bad { detail: e.to_string(), device: is_device_record_error(&e) };
+                    self.bad(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), bad);
                 }
                 self.ended = true;
                 return None;
             }
             if let Some(Err(_)) = self.walk.peek() {
                 if let Some(Err(w)) = self.walk.next() {
-                    self.problem(ProblemKind::Damaged, shown(&w.path), w.error.to_string());
+                    let bad = Bad { detail: w.error.to_string(), device: is_device_error(&w.error) };
+                    self.bad(ProblemKind::Damaged, shown(&w.path), bad);
                 }
                 continue;
             }
@@ -198,8 +266,8 @@ impl Cursor<'_> {
                 }
                 std::cmp::Ordering::Equal => {
                     let (Some(Ok(r)), Some(Ok(e))) = (self.records.next(), self.walk.next()) else { return None };
-                    if let Some(detail) = compare(&r, &e, self.quick) {
-                        self.problem(ProblemKind::Damaged, shown(&r.path), detail);
+                    if let Some(bad) = compare(&r, &e, self.quick) {
+                        self.bad(ProblemKind::Damaged, shown(&r.path), bad);
                         continue;
                     }
                     if r.kind.has_content() {
@@ -218,21 +286,23 @@ impl Cursor<'_> {
 
 /// Opens one generation for [`Cursor`]; what makes it unreadable as a whole goes to `head`.
 fn open_cursor<'a>(gens_dir: &Dir, g: &'a Generation, index: usize, quick: bool, head: &mut Vec<Problem>) -> Option<Cursor<'a>> {
-    let problem = |kind, path: PathBuf, detail: String| Problem { generation: g.name.clone(), kind, path, detail };
+    let problem = |kind, path: PathBuf, detail: String, device_error| Problem { generation: g.name.clone(), kind, path, detail, device_error };
     let gdir = match gens_dir.open_dir(OsStr::new(&g.name)) {
         Ok(d) => d,
         Err(e) => {
-            head.push(problem(ProblemKind::Damaged, PathBuf::new(), e.to_string()));
+            head.push(problem(ProblemKind::Damaged, PathBuf::new(), e.to_string(), is_device_error(&e)));
             return None;
         }
     };
-    if !gdir.stat(OsStr::new(MANIFEST_FILE)).is_ok_and(|m| m.is_file()) {
-        head.push(problem(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new()));
+    match gdir.stat(OsStr::new(MANIFEST_FILE)) {
+        Ok(m) if m.is_file() => {}
+        Err(e) if is_device_error(&e) => head.push(problem(ProblemKind::Damaged, PathBuf::from(MANIFEST_FILE), e.to_string(), true)),
+        _ => head.push(problem(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new(), false)),
     }
     let records = match MetadataReader::open_in(&gdir, METADATA_FILE) {
         Ok(r) => r,
         Err(e) => {
-            head.push(problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string()));
+            head.push(problem(ProblemKind::Damaged, PathBuf::from(METADATA_FILE), e.to_string(), is_device_record_error(&e)));
             return None;
         }
     };
@@ -241,13 +311,13 @@ fn open_cursor<'a>(gens_dir: &Dir, g: &'a Generation, index: usize, quick: bool,
     let tree = match gdir.open_dir(OsStr::new(TREE_DIR)) {
         Ok(t) => t,
         Err(e) => {
-            head.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), e.to_string()));
+            head.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), e.to_string(), is_device_error(&e)));
             return None;
         }
     };
     let (walker, root_warning) = NameWalk::new(tree);
     if let Some(w) = root_warning {
-        head.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), w.error.to_string()));
+        head.push(problem(ProblemKind::Damaged, PathBuf::from(TREE_DIR), w.error.to_string(), is_device_error(&w.error)));
     }
     Some(Cursor { index, name: &g.name, records: records.peekable(), walk: walker.peekable(), problems: Vec::new(), files: 0, bytes: 0, quick, ended: false })
 }
@@ -405,17 +475,21 @@ pub(crate) fn by_generation(
         .collect()
 }
 
+/// (device, inode, expected hash, size): files with equal ids share a verdict.
+type FileId = (u64, u64, [u8; 32], u64);
+
 /// Checks one path's files (one per generation holding it, in generation order); damaged ones
 /// go to `found`. Returns the bytes read of files found good (as before: damaged ones are
 /// not counted).
 fn check_group(job: Vec<Member>, gens: &[Generation], buf: &mut Vec<u8>, found: &mut Vec<(usize, Problem)>) -> u64 {
     // (device, inode, expected hash, size) of each file read here, with its verdict.
-    let mut known: Vec<((u64, u64, [u8; 32], u64), Result<(), String>)> = Vec::new();
+    let mut known: Vec<(FileId, Result<(), Bad>)> = Vec::new();
     let mut read = 0;
     for m in job {
         let verdict = match m.dir.open_file(&m.name, None) {
-            Err(e) => Err(format!("cannot read: {e}")),
-            Ok((_, meta)) if meta.size != m.size => Err(format!("size {}, expected {}", meta.size, m.size)),
+            Err(crate::fsaccess::OpenError::Io(e)) => Err(Bad::io("cannot read", &e)),
+            Err(e) => Err(Bad::new(format!("cannot read: {e}"))),
+            Ok((_, meta)) if meta.size != m.size => Err(Bad::new(format!("size {}, expected {}", meta.size, m.size))),
             Ok((mut f, meta)) => {
                 let id = (meta.dev, meta.ino, m.expected, m.size);
                 match known.iter().find(|(k, _)| *k == id) {
@@ -428,16 +502,16 @@ fn check_group(job: Vec<Member>, gens: &[Generation], buf: &mut Vec<u8>, found: 
                 }
             }
         };
-        if let Err(detail) = verdict {
+        if let Err(bad) = verdict {
             let generation = gens[m.index].name.clone();
-            found.push((m.index, Problem { generation, kind: ProblemKind::Damaged, path: shown(&m.rel), detail }));
+            found.push((m.index, Problem { generation, kind: ProblemKind::Damaged, path: shown(&m.rel), detail: bad.detail, device_error: bad.device }));
         }
     }
     read
 }
 
 /// Reads `m.size` bytes of `f` (its size, just confirmed by `fstat`) and compares their hash.
-fn hash_file(f: &mut std::fs::File, m: &Member, buf: &mut Vec<u8>) -> Result<u64, String> {
+fn hash_file(f: &mut std::fs::File, m: &Member, buf: &mut Vec<u8>) -> Result<u64, Bad> {
     use std::io::Read;
     buf.resize(super::copy::BUF_SIZE, 0);
     let mut hasher = blake3::Hasher::new();
@@ -449,16 +523,16 @@ fn hash_file(f: &mut std::fs::File, m: &Member, buf: &mut Vec<u8>) -> Result<u64
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("cannot read: {e}")),
+            Err(e) => return Err(Bad::io("cannot read", &e)),
         };
         hasher.update(&buf[..n]);
         total += n as u64;
     }
     if total != m.size {
-        return Err(format!("size {total}, expected {}", m.size));
+        return Err(Bad::new(format!("size {total}, expected {}", m.size)));
     }
     if hasher.finalize().as_bytes() != &m.expected {
-        return Err("content does not match its checksum".into());
+        return Err(Bad::new("content does not match its checksum"));
     }
     Ok(total)
 }
@@ -523,29 +597,83 @@ impl Iterator for NameWalk {
 
 /// Checks that need no reading: type always; size and mtime in quick mode (one lstat);
 /// symlink targets.
-fn compare(r: &Record, e: &Named, quick: bool) -> Option<String> {
+fn compare(r: &Record, e: &Named, quick: bool) -> Option<Bad> {
     let type_ok = r.kind.is(e.kind);
     if !type_ok {
-        return Some("type changed".into());
+        return Some(Bad::new("type changed"));
     }
     match r.kind {
         Kind::File | Kind::HardLink if quick => {
             let meta = match e.dir.stat(&e.name) {
                 Ok(m) => m,
-                Err(err) => return Some(format!("cannot stat: {err}")),
+                Err(err) => return Some(Bad::io("cannot stat", &err)),
             };
             if meta.size != r.size {
-                return Some(format!("size {}, expected {}", meta.size, r.size));
+                return Some(Bad::new(format!("size {}, expected {}", meta.size, r.size)));
             }
             if meta.mtime != (r.mtime_sec, r.mtime_nsec) {
-                return Some("modification time changed".into());
+                return Some(Bad::new("modification time changed"));
             }
             None
         }
-        Kind::Symlink => {
-            let target = e.dir.read_link(&e.name).ok()?;
-            (r.target.as_deref() != Some(target.as_bytes())).then(|| "symlink target changed".into())
-        }
+        Kind::Symlink => match e.dir.read_link(&e.name) {
+            Ok(target) => (r.target.as_deref() != Some(target.as_bytes())).then(|| Bad::new("symlink target changed")),
+            Err(err) if is_device_error(&err) => Some(Bad::io("cannot read the link", &err)),
+            Err(_) => None,
+        },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Error;
+
+    fn problem(detail: &str, device_error: bool) -> Problem {
+        Problem { generation: "2026-12-03T061500Z".into(), kind: ProblemKind::Damaged, path: PathBuf::from("tree/home/a"), detail: detail.into(), device_error }
+    }
+
+    #[test]
+    fn a_vanished_disk_s_errors_are_the_disk_s_not_the_file_s() {
+        for errno in [libc::EIO, libc::ENODEV, libc::ENXIO] {
+            let e = Error::from_raw_os_error(errno);
+            assert!(is_device_error(&e), "{e}");
+            assert!(Bad::io("cannot read", &e).device, "{e}");
+            assert!(is_device_record_error(&super::super::record::RecordError::Io(Error::from_raw_os_error(errno))));
+        }
+        // What a file that is really missing, unreadable or damaged gives.
+        for errno in [libc::ENOENT, libc::EACCES, libc::ELOOP, libc::ENOTDIR, libc::EUCLEAN] {
+            let e = Error::from_raw_os_error(errno);
+            assert!(!is_device_error(&e), "{e}");
+            assert!(!Bad::io("cannot stat", &e).device, "{e}");
+        }
+        assert!(!is_device_error(&Error::other("no errno")));
+        assert!(!Bad::new("content does not match its checksum").device);
+    }
+
+    #[test]
+    fn one_device_error_means_nothing_was_judged() {
+        let root = Path::new("/run/offdisk/mnt/x");
+        let mismatches = vec![vec![problem("size 1, expected 2", false)], vec![]];
+        assert!(judged(&mismatches, root).is_ok(), "real mismatches are a verdict");
+        let pulled = vec![vec![problem("size 1, expected 2", false), problem("cannot stat: Input/output error (os error 5)", true)], vec![problem("x", false)]];
+        let err = judged(&pulled, root).unwrap_err();
+        assert!(matches!(&err, BackupError::DiskGone { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.starts_with("the disk was removed during verify; nothing on it was judged"), "{text}");
+        assert!(text.contains("Input/output error") && !text.contains("problems") && !text.contains("size 1"), "names the first device error only: {text}");
+        use crate::error::Diagnose;
+        assert_eq!(err.exit_code(), crate::error::exit::DEVICE, "non-zero: a device problem");
+    }
+
+    #[test]
+    fn opening_a_vanished_disk_is_the_disk_gone_too() {
+        let root = Path::new("/mnt/backup");
+        let eio = BackupError::Io { path: root.join("generations"), error: Error::from_raw_os_error(libc::ENXIO) };
+        assert!(matches!(gone_or(eio, root), BackupError::DiskGone { .. }));
+        let missing = BackupError::Io { path: root.join("generations"), error: Error::from_raw_os_error(libc::ENOENT) };
+        assert!(matches!(gone_or(missing, root), BackupError::Io { .. }));
+        assert!(matches!(gone_or(BackupError::Stopped, root), BackupError::Stopped));
     }
 }

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 #[command(after_help = "The new disk is registered as a backup disk (see offdisk register): give what to back up \
-onto it with --source, or --no-register to only make the disk.\n\n\
+onto it with --source, or --no-register to only make the disk. Registering does not start a backup: \
+the disk is backed up the next time it is plugged in, or now with `offdisk dock NAME` (init says which \
+NAME).\n\n\
 Example: offdisk init /dev/sdb --label OFFSITE1 --source /home --source /etc\n         \
 offdisk init --batch --key-file pw disk.img --label TEST --no-register")]
 pub struct InitArgs {
@@ -229,6 +231,10 @@ pub fn run_init(a: InitArgs, verbose: bool) -> CliResult {
                 paths.config.display(),
                 reg.unlock.as_str()
             );
+            // An image's loop device is detached again: it docks when attached.
+            if done.attached && target.image.is_none() {
+                println!("{}", super::hotplug::attached_hint(&out.partition));
+            }
             Ok(exit::OK)
         }
         Some(Err(e)) => {

@@ -97,6 +97,7 @@ impl RegistrationArgs {
             user: self.user.clone(),
             replace,
             udev_rules: Some(crate::hotplug::udisks_rule::RuleDir::system()),
+            run_dir: Some(self.paths.run_dir.clone()),
         })
     }
 }
@@ -110,7 +111,11 @@ offers to unlock the disk and the only prompt is offdisk's; the disk still shows
 It is in the admin's rules directory and stays when the package is removed; `offdisk unregister` \
 removes it, --force rewrites it. A link or other non-file at its name is refused (nothing is \
 registered). udev is told with `udevadm control --reload` and a change event for the disk; if that \
-fails it is only reported, and the rule applies from the next plug-in.")]
+fails it is only reported, and the rule applies from the next plug-in.\n\n\
+Registering does not start a backup: for a disk that is attached, no dock starts for the events of \
+this attachment (see REGISTERING AN ATTACHED DISK in offdisk-dock(8)). It is backed up the next \
+time it is plugged in or at the next boot; to back it up now, run `offdisk dock NAME` (NAME is the \
+kernel name, e.g. sdb1, as the output says).")]
 // register keeps its short -s for --source (init's -s is cryptsetup's --key-size), and its
 // --key-file: the unattended key file is also what unlocks the disk now.
 #[command(mut_arg("sources", |a| a.short('s').required(true)))]
@@ -146,7 +151,10 @@ pub struct UnregisterArgs {
 
 #[derive(Args, Debug)]
 #[command(after_help = "Run by offdisk-dock@.service when udev sees a LUKS device. Unregistered disks \
-are left alone (exit 0); a second dock of a disk already being docked exits 0 at once.")]
+are left alone (exit 0); a second dock of a disk already being docked exits 0 at once. With \
+--plugged, a disk registered while attached is left alone (exit 0) until it is plugged in again. \
+Stopped by SIGTERM (the disk pulled out, or shutdown) after closing everything: exit 143, which the \
+unit counts as success.")]
 pub struct DockArgs {
     /// Kernel name of the device (sdb1, loop0) as udev gives it, or /dev/NAME.
     pub device: String,
@@ -162,6 +170,10 @@ pub struct DockArgs {
     /// Least seconds between two progress updates sent to the desktop (tests use 0).
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0, hide = true)]
     pub notify_every: f64,
+    /// Started for a plug-in event (offdisk-dock@.service passes it): a disk registered while
+    /// attached is left alone until it is plugged in again. Without it the disk is docked.
+    #[arg(long)]
+    pub plugged: bool,
     #[command(flatten)]
     pub paths: PathArgs,
 }
@@ -217,6 +229,9 @@ pub fn run_register(a: RegisterArgs, _verbose: bool) -> CliResult {
         reg.luks_uuid,
         reg.unlock.as_str()
     );
+    if done.attached {
+        println!("{}", attached_hint(&a.device));
+    }
     Ok(exit::OK)
 }
 
@@ -230,6 +245,17 @@ pub fn run_unregister(a: UnregisterArgs, _verbose: bool) -> CliResult {
         None => println!("{} was not registered in {}; only its leftover udev rule was removed.", a.disk, a.config.display()),
     }
     Ok(exit::OK)
+}
+
+/// What register and init say about a disk registered while attached: no backup was started.
+pub fn attached_hint(device: &std::path::Path) -> String {
+    // The kernel name dock takes (a /dev/disk/by-* link resolved).
+    let real = std::fs::canonicalize(device).unwrap_or_else(|_| device.to_path_buf());
+    let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| device.display().to_string());
+    format!(
+        "It is attached now and registering does not start a backup: it is backed up the next time it is plugged in; \
+         to back it up now, run `offdisk dock {name}`."
+    )
 }
 
 fn retention_of(r: &super::backup::RetentionArgs) -> crate::backup::retention::Retention {
@@ -266,14 +292,18 @@ pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
     }
     let mut opts = a.paths.dock_options();
     opts.pacer.notify_every = a.notify_every;
+    opts.plugged = a.plugged;
     opts.stop = stop.clone();
     ui.stop = stop;
     let outcome = dock::dock(&dev, &opts, &mut SystemBackend::with_config(&a.paths.config), &mut ui).map_err(|e| {
+        let stopped = matches!(e, crate::hotplug::HotplugError::Stopped { .. });
         let f = Failure::from(e);
         match received.signal() {
-            // Exit as the signal would have ended us (128 + its number), having cleaned up.
-            Some(s) => Failure { code: 128 + s as i32, ..f },
-            None => f,
+            // Stopped and cleaned up: exit as the signal would have ended us (128 + its
+            // number; the unit counts 143, SIGTERM, as success). A stop whose teardown failed
+            // keeps that failure's status.
+            Some(s) if stopped => Failure { code: 128 + s as i32, ..f },
+            _ => f,
         }
     })?;
     match outcome {
@@ -282,6 +312,12 @@ pub fn run_dock(a: DockArgs, verbose: bool) -> CliResult {
         }
         Outcome::AlreadyRunning { disk } => {
             eprintln!("offdisk dock: {disk}: a dock of this disk is already running");
+        }
+        Outcome::RegisteredWhileAttached { disk } => {
+            eprintln!(
+                "offdisk dock: {disk}: registered while attached, so not backed up now; it docks the next time it is \
+                 plugged in (or now: `offdisk dock {name}`)"
+            );
         }
         Outcome::Done { disk, summary, exit_code } => {
             println!("{disk}: {summary}; closed, safe to unplug");

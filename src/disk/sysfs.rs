@@ -164,6 +164,42 @@ pub fn device_of_path(path: &Path) -> Option<BlockDevice> {
     device(&name_of_dev(dev)?)
 }
 
+/// The kernel's sequence number of the attachment of the disk under device `dev` (Linux 5.15+,
+/// `/sys/block/DISK/diskseq`): unique within a boot, new at each plug-in or loop attach, kept
+/// across partition rescans and `change` events. A partition gives its whole disk's, a
+/// device-mapper device the one of the (first) device it is built on. `None`: not known.
+pub fn disk_seq_of_dev(dev: (u32, u32)) -> Option<u64> {
+    let mut dev = dev;
+    // dm-crypt on a partition on a disk: at most a few levels; the bound only stops a loop.
+    for _ in 0..8 {
+        let sys = std::fs::canonicalize(format!("/sys/dev/block/{}:{}", dev.0, dev.1)).ok()?;
+        if let Some(slave) = list_names(sys.join("slaves")).first() {
+            dev = parse_dev(&read_trim(sys.join("slaves").join(slave).join("dev"))?)?;
+            continue;
+        }
+        let disk = if sys.join("partition").exists() { sys.parent()?.to_path_buf() } else { sys };
+        return read_trim(disk.join("diskseq"))?.parse().ok();
+    }
+    None
+}
+
+/// [`disk_seq_of_dev`] of the block device node at `path`.
+pub fn disk_seq(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(path).ok()?;
+    if !m.file_type().is_block_device() {
+        return None;
+    }
+    disk_seq_of_dev((nix::sys::stat::major(m.rdev()) as u32, nix::sys::stat::minor(m.rdev()) as u32))
+}
+
+/// [`disk_seq_of_dev`] of the filesystem mounted at `mount` (its device, then what that is on).
+pub fn disk_seq_of_mount(mount: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let d = std::fs::metadata(mount).ok()?.dev();
+    disk_seq_of_dev((nix::sys::stat::major(d) as u32, nix::sys::stat::minor(d) as u32))
+}
+
 /// Whole disks worth showing: skips RAM disks, zram, optical drives, unbound loop devices and
 /// device-mapper devices (those are listed as mappings).
 pub fn disks() -> Vec<BlockDevice> {

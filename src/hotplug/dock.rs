@@ -46,6 +46,15 @@ pub trait Backend {
     fn unmount(&mut self, at: &Path) -> Result<(), HotplugError>;
     /// Removes the mapping (and forgets the key).
     fn close(&mut self) -> Result<(), HotplugError>;
+    /// The sequence number of the disk's current attachment ([`crate::disk::sysfs::disk_seq`]).
+    fn disk_seq(&mut self, dev: &Path) -> Option<u64> {
+        crate::disk::sysfs::disk_seq(dev)
+    }
+    /// Whether the device is still there (after a stop: pulled out, or the system stopping?).
+    fn present(&mut self, dev: &Path) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(dev).is_ok_and(|m| m.file_type().is_block_device())
+    }
 }
 
 /// One passphrase request as the UI sees it.
@@ -83,6 +92,9 @@ pub struct DockOptions {
     pub stop: Stop,
     /// How often progress reaches the desktop and the journal.
     pub pacer: Pacer,
+    /// Started for a plug-in event (the unit's `--plugged`): a disk registered during this
+    /// same attachment is left alone ([`super::attached`]). By hand (`false`) it docks.
+    pub plugged: bool,
 }
 
 impl DockOptions {
@@ -95,6 +107,7 @@ impl DockOptions {
             max_tries: 3,
             stop: Stop::new(),
             pacer: Pacer::default(),
+            plugged: false,
         }
     }
     pub fn mount_point(&self, luks_uuid: &str) -> PathBuf {
@@ -110,6 +123,9 @@ pub enum Outcome {
     Ignored { luks_uuid: String },
     /// Another dock of this disk holds the lock.
     AlreadyRunning { disk: String },
+    /// A plug-in event of the attachment the disk was registered during: registering starts
+    /// no backup, so nothing was asked or opened.
+    RegisteredWhileAttached { disk: String },
     /// Backed up, verified, closed. `exit_code` is 0, or 23/24 when the new generation
     /// lacks entries that could not be read or vanished (as `offdisk backup`'s).
     Done { disk: String, summary: String, exit_code: i32 },
@@ -123,6 +139,9 @@ pub fn dock(dev: &DeviceInfo, opts: &DockOptions, backend: &mut dyn Backend, ui:
         return Ok(Outcome::Ignored { luks_uuid: probe.luks_uuid });
     };
     let disk = reg.name().to_string();
+    if opts.plugged && super::attached::registered_during(&opts.run_dir, &reg.luks_uuid, backend.disk_seq(&dev.path)) {
+        return Ok(Outcome::RegisteredWhileAttached { disk });
+    }
     let Some(_lock) = lock::try_lock(&opts.run_dir, &reg.luks_uuid)? else {
         return Ok(Outcome::AlreadyRunning { disk });
     };
@@ -136,7 +155,11 @@ pub fn dock(dev: &DeviceInfo, opts: &DockOptions, backend: &mut dyn Backend, ui:
         // failed failed because of it. Asked after the failure too: a disk pulled out fails
         // the step under way at once (I/O errors), and systemd's stop comes while dock is
         // already cleaning up, so the failure is the pull's, not a damaged disk's.
-        Err(e) if opts.stop.requested() => Err(HotplugError::Stopped(e.to_string())),
+        // Only when the teardown worked: a stop that left something open fails as that.
+        Err(e) if opts.stop.requested() && clean.is_ok() => {
+            let removed = !run.backend.present(&dev.path);
+            Err(HotplugError::Stopped { why: e.to_string(), removed })
+        }
         r => r,
     };
     let (ok, text) = match &result {

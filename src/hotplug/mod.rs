@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod agent_link;
+pub mod attached;
 pub mod audience;
 pub mod ask_password;
 pub mod device;
@@ -32,6 +33,15 @@ pub mod udisks_rule;
 use crate::error::{exit, Diagnose};
 use std::path::PathBuf;
 
+fn stopped_tail(removed: &bool) -> &'static str {
+    if *removed {
+        ": the disk was removed; nothing lost: every complete generation on it is intact (an unfinished \
+         one is cleaned up at the next dock) and what was opened is closed again"
+    } else {
+        "; what was opened is closed again"
+    }
+}
+
 /// Errors of the hot-plug layer.
 #[derive(Debug, thiserror::Error)]
 pub enum HotplugError {
@@ -47,8 +57,10 @@ pub enum HotplugError {
     AlreadyRegistered(String),
     #[error("disk {0} is not registered")]
     NotRegistered(String),
-    #[error("stopped before the end ({0}); what was opened is closed again")]
-    Stopped(String),
+    /// Stopped by a signal (the disk was pulled out: systemd stops the unit; the system is
+    /// stopping; a terminal) and everything opened was closed again.
+    #[error("stopped before the end ({why}){}", stopped_tail(.removed))]
+    Stopped { why: String, removed: bool },
     #[error("no passphrase given for disk {0}")]
     NoPassphrase(String),
     #[error("wrong passphrase for disk {disk} ({tries} tries)")]

@@ -6,7 +6,7 @@ use super::dock::{Backend, DockOptions};
 use super::identity::{self, HostKey};
 use super::registry::{self, Registration, UnlockMethod};
 use super::udisks_rule::{self, RuleChange, RuleDir};
-use super::HotplugError;
+use super::{attached, HotplugError};
 use crate::secret::Passphrase;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +28,9 @@ pub struct RegisterSpec {
     /// Where the udisks rule goes ([`udisks_rule`]); `None` writes none (library callers
     /// that are not the system's offdisk, tests).
     pub udev_rules: Option<RuleDir>,
+    /// Where to note that the disk was registered while attached ([`attached`]: dock's run
+    /// directory), so registering starts no dock; `None` notes nothing.
+    pub run_dir: Option<PathBuf>,
 }
 
 /// A registration made, with what the user should hear about the udev side.
@@ -36,6 +39,8 @@ pub struct Registered {
     pub reg: Registration,
     /// One line each: the rule written, or why udev may not see it yet.
     pub notes: Vec<String>,
+    /// The disk is attached now and registering started no backup: say how to back up now.
+    pub attached: bool,
 }
 
 impl RegisterSpec {
@@ -63,7 +68,27 @@ pub fn register_mounted(config: &Path, host_key: &Path, luks_uuid: &str, header_
     let disk_id = identity::new_disk_id();
     identity::write_record(mount, &key, luks_uuid, &disk_id).map_err(|e| HotplugError::io(format!("writing the identity record under {}", mount.display()), e))?;
     let reg = spec.registration(luks_uuid, header_label, &disk_id);
-    add_with_rule(config, reg, spec)
+    let seq = crate::disk::sysfs::disk_seq_of_mount(mount);
+    add_attached(config, reg, spec, seq)
+}
+
+/// Notes the attachment the disk is registered during ([`attached`]) before the registration
+/// exists, so no dock of this attachment (one already started by its plug-in included) finds
+/// it registered and starts a backup. Then adds the registration.
+fn add_attached(config: &Path, reg: Registration, spec: &RegisterSpec, seq: Option<u64>) -> Result<Registered, HotplugError> {
+    let noted = match (&spec.run_dir, seq) {
+        (Some(run), Some(seq)) => Some(attached::note(run, &reg.luks_uuid, seq).map_err(|e| {
+            format!("could not note in {} that the disk is attached ({e}): a dock may start now", run.display())
+        })),
+        _ => None,
+    };
+    let mut done = add_with_rule(config, reg, spec)?;
+    match noted {
+        Some(Ok(())) => done.attached = true,
+        Some(Err(why)) => done.notes.push(why),
+        None => {}
+    }
+    Ok(done)
 }
 
 /// Writes the udisks rule, then adds the registration; a rule that cannot be written
@@ -72,7 +97,7 @@ pub fn register_mounted(config: &Path, host_key: &Path, luks_uuid: &str, header_
 fn add_with_rule(config: &Path, reg: Registration, spec: &RegisterSpec) -> Result<Registered, HotplugError> {
     let Some(rules) = &spec.udev_rules else {
         registry::add(config, &reg, spec.replace)?;
-        return Ok(Registered { reg, notes: Vec::new() });
+        return Ok(Registered { reg, notes: Vec::new(), attached: false });
     };
     let change = udisks_rule::install(&rules.dir, &reg.luks_uuid).map_err(|e| match e {
         HotplugError::UdevRule { path, why } => HotplugError::UdevRule { path, why: format!("{why}; the disk was not registered") },
@@ -90,7 +115,7 @@ fn add_with_rule(config: &Path, reg: Registration, spec: &RegisterSpec) -> Resul
             notes.push(format!("telling udev failed ({why}): the rule applies from the next plug-in or boot"));
         }
     }
-    Ok(Registered { reg, notes })
+    Ok(Registered { reg, notes, attached: false })
 }
 
 fn check_not_registered(config: &Path, luks_uuid: &str, spec: &RegisterSpec) -> Result<(), HotplugError> {
@@ -106,6 +131,7 @@ fn check_not_registered(config: &Path, luks_uuid: &str, spec: &RegisterSpec) -> 
 pub fn register_device(dev: &Path, pass: &Passphrase, opts: &DockOptions, spec: &RegisterSpec, backend: &mut dyn Backend) -> Result<Registered, HotplugError> {
     let probe = backend.probe(dev)?;
     check_not_registered(&opts.config, &probe.luks_uuid, spec)?;
+    let seq = backend.disk_seq(dev);
     let key = HostKey::load_or_create(&opts.host_key).map_err(|e| HotplugError::io(format!("host key {}", opts.host_key.display()), e))?;
     let name = spec.label.clone().or(probe.label.clone()).unwrap_or(probe.luks_uuid.clone());
     if !backend.unlock(dev, pass)? {
@@ -125,7 +151,7 @@ pub fn register_device(dev: &Path, pass: &Passphrase, opts: &DockOptions, spec: 
     let _ = std::fs::remove_dir(&at);
     written?;
     closed?;
-    add_with_rule(&opts.config, reg, spec)
+    add_attached(&opts.config, reg, spec, seq)
 }
 
 /// What `offdisk unregister` did.

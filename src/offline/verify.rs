@@ -131,7 +131,7 @@ fn shown(rel: &Path) -> PathBuf {
 
 impl<S: Source> Cursor<'_, S> {
     fn problem(&mut self, kind: ProblemKind, path: PathBuf, detail: String) {
-        self.problems.push(Problem { generation: self.name.to_string(), kind, path, detail });
+        self.problems.push(Problem { generation: self.name.to_string(), kind, path, detail, device_error: false });
     }
 
     /// Advances to the next file whose contents need reading (none in quick mode), noting
@@ -198,7 +198,7 @@ impl<S: Source> Cursor<'_, S> {
 /// Opens one generation for [`Cursor`]; what makes it unreadable as a whole goes to `head`.
 fn open_cursor<'a, S: Source>(src: &'a S, g: &'a Found<S::Node>, index: usize, quick: bool, head: &mut Vec<Problem>) -> Option<Cursor<'a, S>> {
     let name = &g.generation.name;
-    let problem = |kind, path: PathBuf, detail: String| Problem { generation: name.clone(), kind, path, detail };
+    let problem = |kind, path: PathBuf, detail: String| Problem { generation: name.clone(), kind, path, detail, device_error: false };
     match src.child(&g.node, MANIFEST_FILE.as_bytes()) {
         Ok(Some(n)) if src.stat(&n).kind == FileKind::File => {}
         _ => head.push(problem(ProblemKind::Missing, PathBuf::from(MANIFEST_FILE), String::new())),
@@ -283,7 +283,7 @@ fn check_group<S: Source>(src: &S, job: Vec<Member<S::Node>>, gens: &[Found<S::N
         };
         if let Err(detail) = verdict {
             let generation = gens[m.index].generation.name.clone();
-            found.push((m.index, Problem { generation, kind: ProblemKind::Damaged, path: shown(&m.rel), detail }));
+            found.push((m.index, Problem { generation, kind: ProblemKind::Damaged, path: shown(&m.rel), detail, device_error: false }));
         }
     }
     read

@@ -31,7 +31,11 @@ if wait_until 600 copying; then
     echo "$log" | grep -Eq "^Stopp(ing|ed) offdisk-dock@" && ok sysd-pull-unit-stopped || notok sysd-pull-unit-stopped "$(echo "$log" | tail -4)"
     echo "$log" | grep -Eq "timed out|SIGKILL|Killing process" && notok sysd-pull-within-stop-timeout "$(echo "$log" | grep -E 'timed out|SIGKILL|Killing' | head -2)" \
       || ok sysd-pull-within-stop-timeout
-    echo "$log" | grep -q "received: stopping at the next safe point" && ok sysd-pull-dock-says-so || notok sysd-pull-dock-says-so "$(echo "$log" | tail -4)"
+    echo "$log" | grep -q "received: stopping at the next safe point" && echo "$log" | grep -q "the disk was removed; nothing lost" \
+      && ok sysd-pull-dock-says-so || notok sysd-pull-dock-says-so "$(echo "$log" | tail -4)"
+    # Handled cleanly (everything closed, exit 143): the unit is not left failed.
+    echo "$log" | grep -q "Deactivated successfully" && ! echo "$log" | grep -q "Failed with result" \
+      && ok sysd-pull-unit-not-failed || notok sysd-pull-unit-not-failed "$(echo "$log" | grep -E 'status=|result' | tail -3 | tr '\n' '|')"
     echo "# journal after the pull: $(echo "$log" | grep -v '^$' | tail -n 3 | tr '\n' '|')"
   else
     notok sysd-pull-unit-stopped "$unit still running after the pull: $(systemctl status "$unit" 2>&1 | tail -4)"

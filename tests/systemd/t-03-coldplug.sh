@@ -7,10 +7,7 @@
 if [ "${PHASE:-1}" = 1 ]; then
   mkdir -p /srv/cold; echo "cold boot" > /srv/cold/a.txt
   d=$(new_disk cold 96 ODCOLD1 OFFSITE4) || notok sysd-coldplug-init "could not make the disk"
-  # Registering re-runs udev's rules for the attached disk (its udisks rule), which can start a
-  # dock now; left waiting, a later script's ask-password agent would answer it. This test is
-  # about the dock at boot: the unit is masked until then (a runtime mask ends with the boot).
-  systemctl mask --runtime "offdisk-dock@$(basename "$(part "$d")").service" >/dev/null 2>&1
+  # Registered while attached: no dock starts now (t-07 checks that), only at the next boot.
   out=$(offdisk register "$(part "$d")" --source /srv/cold --passphrase-file "$PW" 2>&1) || notok sysd-coldplug-register "$out"
   echo cold > /mnt/out/reboot; echo t-03-coldplug.sh > /mnt/out/after-boot
   exit 0

@@ -39,8 +39,12 @@ ended_cleanly() {
     log=$(unit_log "$c" "$unit")
     echo "$log" | grep -Eq "timed out|SIGKILL|Killing process" && notok "sysd-$tag-within-stop-timeout" "$(echo "$log" | grep -E 'timed out|SIGKILL|Killing' | head -2)" \
       || ok "sysd-$tag-within-stop-timeout"
-    echo "$log" | grep -q "received: stopping at the next safe point" && echo "$log" | grep -q "OFFSITE5: failed: " \
+    echo "$log" | grep -q "received: stopping at the next safe point" && echo "$log" | grep -q "OFFSITE5: failed: stopped before the end" \
+      && echo "$log" | grep -q "the disk was removed; nothing lost" \
       && ok "sysd-$tag-dock-says-so" || notok "sysd-$tag-dock-says-so" "$(echo "$log" | tail -4 | tr '\n' '|')"
+    # Handled cleanly (everything closed, exit 143): the unit is not left failed.
+    echo "$log" | grep -q "Deactivated successfully" && ! echo "$log" | grep -q "Failed with result" \
+      && ok "sysd-$tag-unit-not-failed" || notok "sysd-$tag-unit-not-failed" "$(echo "$log" | grep -E 'status=|result' | tail -3 | tr '\n' '|')"
     echo "# journal after the pull ($tag): $(echo "$log" | grep -v '^$' | grep 'offdisk dock' | tail -n 3 | tr '\n' '|')"
   else
     notok "sysd-$tag-unit-stopped" "$unit still running after the pull: $(systemctl status "$unit" 2>&1 | tail -4)"
@@ -95,6 +99,10 @@ if wait_until 600 durable && drop_until_verifying; then
   unplug mom ODMOM1
   ended_cleanly verify "$c" "$unit"
   unit_log "$c" "$unit" | grep -q 'quick verify passed' && notok sysd-verify-pulled-in-time "verify had ended before the pull" || ok sysd-verify-pulled-in-time
+  # The reads the pull failed are no verdict: the disk went away, nothing on it was judged.
+  log=$(unit_log "$c" "$unit")
+  echo "$log" | grep -q "the disk was removed during verify; nothing on it was judged" && ! echo "$log" | grep -q "does not match its manifest" \
+    && ok sysd-verify-pull-is-no-verdict || notok sysd-verify-pull-is-no-verdict "$(echo "$log" | grep -E 'verify|failed' | tail -3 | tr '\n' '|')"
 else
   notok sysd-verify-started "verify never started: $(unit_log "$c" "$unit" | tail -4 | tr '\n' '|')"
   unplug mom ODMOM1
