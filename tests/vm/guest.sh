@@ -9,13 +9,17 @@ export WORK=/tmp/offdisk-vm
 rm -rf "$WORK"; mkdir -p "$WORK"
 results="$WORK/results"
 : > "$results"
+echo "# guest up after $(cut -d' ' -f1 /proc/uptime) s"
 # ONLY: one or more globs separated by spaces ('t-03* t-hotplug-desktop*').
 for t in $(for pat in $ONLY; do printf '%s\n' "$VMDIR"/$pat; done | sort -u); do
   [ -f "$t" ] || continue
   echo "# $(basename "$t")"
+  t0=$(date +%s)
   ( cd "$WORK" && bash "$t" ) 2>"$WORK/stderr-$(basename "$t")" | tee -a "$results"
   # Leave no state behind for the next script.
   bash "$VMDIR/cleanup.sh" >/dev/null 2>&1
+  # Wall time of the script and its cleanup (guest clock), for the CI log.
+  echo "time $(basename "$t" .sh): $(( $(date +%s) - t0 )) s"
 done
 # Benchmarks print "# bench ..." lines only (ratios against cryptsetup in the same VM).
 if [ -z "${OFFDISK_VM_NO_BENCH:-}" ]; then
