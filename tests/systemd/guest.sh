@@ -14,7 +14,9 @@ results=$OUT/results
 if [ -s "$OUT/after-boot" ]; then
   t=$(cat "$OUT/after-boot"); rm -f "$OUT/after-boot"
   echo "guest: --- $t (second boot)"
+  t0=$(date +%s)
   PHASE=2 WORK=$(mktemp -d) bash "$SYSD/$t" 2>&1 | tee -a "$results.raw" | grep -E '^(ok|not ok|#) ' >> "$results"
+  echo "time ${t%.sh} (second boot): $(( $(date +%s) - t0 )) s" >> "$results"
   p=$(grep -c '^ok ' "$results"); f=$(grep -c '^not ok ' "$results")
   echo "sysd-summary: $p passed, $f failed" >> "$results"; cat "$results"; systemctl poweroff; exit 0
 fi
@@ -28,7 +30,10 @@ fi
 echo "ok sysd-install-package" >> "$results"
 for t in $(cd "$SYSD" && ls $(cat "$OUT/only") 2>/dev/null); do
   echo "guest: --- $t"
+  t0=$(date +%s)
   WORK=$(mktemp -d) bash "$SYSD/$t" 2>&1 | tee -a "$results.raw" | grep -E '^(ok|not ok|#) ' >> "$results"
+  # Wall time of each script (guest clock), for the CI log.
+  echo "time ${t%.sh}: $(( $(date +%s) - t0 )) s" >> "$results"
 done
 # For the report: the exposure score of the unit as shipped.
 score=$(systemd-analyze security offdisk-dock@x.service 2>/dev/null | sed -n 's/.*Overall exposure level for offdisk-dock@x.service: *//p')
