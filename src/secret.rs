@@ -5,6 +5,8 @@
 use std::fmt;
 use zeroize::Zeroize;
 
+#[cfg(target_arch = "x86_64")]
+pub mod aes_xts;
 pub mod blamka;
 
 /// A heap buffer of secret bytes, wiped when dropped.

@@ -32,6 +32,7 @@ mod cbc;
 mod xts;
 
 pub use block::Algorithm;
+pub use xts::XtsKernel;
 
 use super::hash::HashAlg;
 use super::LuksError;
@@ -232,14 +233,17 @@ impl SectorCipher {
     /// Keys the cipher named `spec` with `key` (dm-crypt's key: both XTS halves, the LRW
     /// tweak key after the cipher key).
     pub fn new(spec: &str, key: &[u8]) -> Result<SectorCipher, LuksError> {
+        SectorCipher::with_xts_kernel(spec, key, XtsKernel::for_aes())
+    }
+
+    /// As `new`, running AES-XTS on `kernel` where it applies and this CPU runs it (else on
+    /// the crate): for comparing the kernels on one machine.
+    pub fn with_xts_kernel(spec: &str, key: &[u8], kernel: XtsKernel) -> Result<SectorCipher, LuksError> {
         let spec = CipherSpec::parse(spec)?;
         spec.check_key_len(key.len())?;
         let alg = spec.algorithm;
         let mode = match spec.mode {
-            ChainMode::Xts => {
-                let (k1, k2) = key.split_at(key.len() / 2);
-                Mode::Xts(xts::Xts { data: BlockCipher::new(alg, k1)?, tweak: BlockCipher::new(alg, k2)? })
-            }
+            ChainMode::Xts => Mode::Xts(xts::Xts::new(alg, key, kernel)?),
             ChainMode::Lrw => {
                 let (k1, k2) = key.split_at(key.len() - 16);
                 let k2: [u8; 16] = k2.try_into().expect("16 bytes");
@@ -262,6 +266,14 @@ impl SectorCipher {
 
     pub fn spec(&self) -> CipherSpec {
         self.spec
+    }
+
+    /// The code that runs XTS for this cipher (`None` for other modes).
+    pub fn xts_kernel(&self) -> Option<XtsKernel> {
+        match &self.mode {
+            Mode::Xts(x) => Some(x.kernel()),
+            _ => None,
+        }
     }
 
     /// Checks `data` is whole sectors of a supported size.

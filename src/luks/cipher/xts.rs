@@ -1,8 +1,11 @@
 //! XTS (IEEE 1619) over any 128-bit block cipher, fast: the tweaks of a whole run of
 //! sectors are computed first (one parallel-block pass of the tweak key over the sector
-//! IVs), then the data walks through the data cipher's own backend in chunks of 64
-//! blocks, handed over in the backend's parallel-block width (8 blocks with AES-NI, 64
-//! with VAES/AVX-512), tweaks folded in before and after.
+//! IVs), then the data walks through the data cipher's own backend in chunks of up to 64
+//! blocks, handed over in the backend's parallel-block width (8 blocks with AES-NI, 30
+//! with VAES on AVX2, 64 with VAES on AVX-512), tweaks folded in before and after.
+//!
+//! For AES on x86-64 CPUs without AVX-512, `secret::aes_xts` is faster than this walk
+//! over the crate's AES-NI and AVX2 backends, and `XtsKernel::for_aes` picks it.
 //!
 //! The walk runs inside the backend's closure, so it is compiled with the backend's target
 //! features; its arithmetic is laid out for the vectoriser: tweaks in groups of four
@@ -19,8 +22,8 @@ use aes::cipher::{
 
 /// Sectors whose tweaks are computed in one pass (bounded stack use; 64 × 16 bytes).
 const TWEAK_BATCH: usize = 64;
-/// Blocks per chunk of the walk (a multiple of every parallel width used: 1, 8, 16, 32, 64).
-const CHUNK: usize = 64;
+/// Most blocks per chunk of the walk (their tweaks are kept on the stack).
+const MAX_CHUNK: usize = 64;
 /// Four blocks' tweaks as eight little-endian 64-bit lanes: lo0, hi0, lo1, hi1, ...
 type Group = [u64; 8];
 
@@ -68,22 +71,29 @@ fn xor_group(blocks: &mut [Block], g: &Group) {
     }
 }
 
-/// The data walk shared by encryption and decryption: `par` handles exactly `P` blocks
-/// (the backend's parallel width), `one` a single block. `blocks` is whole sectors of
-/// `blocks_per_sector` (a multiple of 4) blocks each, `tweaks` their first tweaks.
+/// The data walk shared by encryption and decryption: `par` handles exactly `p` blocks
+/// (the backend's parallel width: 8 with AES-NI, 30 with VAES on AVX2, 64 with VAES on
+/// AVX-512; a constant where this is inlined), `one` a single block. `blocks` is whole
+/// sectors of `blocks_per_sector` (a multiple of 4) blocks each, `tweaks` their first
+/// tweaks. Chunks are whole groups of 4 and whole parallel runs: lcm(p, 4) blocks, repeated
+/// up to 64.
 #[inline(always)]
-fn walk<const P: usize>(
+fn walk(
     blocks: &mut [Block],
     tweaks: &[u128],
     blocks_per_sector: usize,
+    p: usize,
     mut par: impl FnMut(&mut [Block]),
     mut one: impl FnMut(&mut Block),
 ) {
+    let unit = lcm4(p);
+    let chunk = if unit > MAX_CHUNK { 4 } else { unit * (MAX_CHUNK / unit) };
+    let p = if unit > MAX_CHUNK { 1 } else { p };
     let groups_per_sector = blocks_per_sector / 4;
-    let mut tw = [[0u64; 8]; CHUNK / 4];
+    let mut tw = [[0u64; 8]; MAX_CHUNK / 4];
     let mut g: Group = [0; 8];
     let mut group_no = 0usize; // of the whole walk
-    for run in blocks.chunks_mut(CHUNK) {
+    for run in blocks.chunks_mut(chunk) {
         let n = run.len() / 4;
         for slot in tw[..n].iter_mut() {
             g = if group_no % groups_per_sector == 0 { first_group(tweaks[group_no / groups_per_sector]) } else { mul_alpha4(&g) };
@@ -93,14 +103,28 @@ fn walk<const P: usize>(
         for (quad, t) in run.chunks_exact_mut(4).zip(&tw[..n]) {
             xor_group(quad, t);
         }
-        let mut sub = run.chunks_exact_mut(P);
-        for s in &mut sub {
-            par(s);
+        if p == 1 {
+            run.iter_mut().for_each(&mut one);
+        } else {
+            let mut sub = run.chunks_exact_mut(p);
+            for s in &mut sub {
+                par(s);
+            }
+            sub.into_remainder().iter_mut().for_each(&mut one);
         }
-        sub.into_remainder().iter_mut().for_each(&mut one);
         for (quad, t) in run.chunks_exact_mut(4).zip(&tw[..n]) {
             xor_group(quad, t);
         }
+    }
+}
+
+/// The least common multiple of `p` and 4.
+#[inline(always)]
+const fn lcm4(p: usize) -> usize {
+    match p % 4 {
+        0 => p,
+        2 => p * 2,
+        _ => p * 4,
     }
 }
 
@@ -118,16 +142,17 @@ fn par_view<N: aes::cipher::array::ArraySize>(run: &mut [Block]) -> &mut aes::ci
     run.try_into().expect("run has the backend's parallel width")
 }
 
-/// Dispatches `walk` on the backend's parallel width (a compile-time constant per backend).
+/// Runs `walk` with the backend's parallel width.
 macro_rules! walk_with {
     ($self:ident, $backend:ident, $B:ty, $par:ident, $one:ident) => {
-        match <$B as aes::cipher::ParBlocksSizeUser>::ParBlocksSize::USIZE {
-            64 => walk::<64>($self.blocks, $self.tweaks, $self.blocks_per_sector, |r| $backend.$par(par_view::<<$B as aes::cipher::ParBlocksSizeUser>::ParBlocksSize>(r)), |b| $backend.$one(b)),
-            32 => walk::<32>($self.blocks, $self.tweaks, $self.blocks_per_sector, |r| $backend.$par(par_view::<<$B as aes::cipher::ParBlocksSizeUser>::ParBlocksSize>(r)), |b| $backend.$one(b)),
-            16 => walk::<16>($self.blocks, $self.tweaks, $self.blocks_per_sector, |r| $backend.$par(par_view::<<$B as aes::cipher::ParBlocksSizeUser>::ParBlocksSize>(r)), |b| $backend.$one(b)),
-            8 => walk::<8>($self.blocks, $self.tweaks, $self.blocks_per_sector, |r| $backend.$par(par_view::<<$B as aes::cipher::ParBlocksSizeUser>::ParBlocksSize>(r)), |b| $backend.$one(b)),
-            _ => walk::<1>($self.blocks, $self.tweaks, $self.blocks_per_sector, |r| r.iter_mut().for_each(|b| $backend.$one(b)), |b| $backend.$one(b)),
-        }
+        walk(
+            $self.blocks,
+            $self.tweaks,
+            $self.blocks_per_sector,
+            <$B as aes::cipher::ParBlocksSizeUser>::ParBlocksSize::USIZE,
+            |r| $backend.$par(par_view::<<$B as aes::cipher::ParBlocksSizeUser>::ParBlocksSize>(r)),
+            |b| $backend.$one(b),
+        )
     };
 }
 
@@ -145,17 +170,128 @@ impl BlockCipherDecClosure for Pass<'_> {
     }
 }
 
+/// Which code runs AES-XTS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XtsKernel {
+    /// The walk above over the `aes` crate's backend (VAES on AVX-512 where the CPU has it).
+    Crate,
+    /// `secret::aes_xts` on VAES with 256-bit vectors (AVX2 CPUs with VAES).
+    Vaes256,
+    /// `secret::aes_xts` on AES-NI (CPUs with AES-NI and AVX, without VAES).
+    AesNi,
+}
+
+impl XtsKernel {
+    pub const ALL: [XtsKernel; 3] = [XtsKernel::Crate, XtsKernel::Vaes256, XtsKernel::AesNi];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            XtsKernel::Crate => "crate",
+            XtsKernel::Vaes256 => "vaes256",
+            XtsKernel::AesNi => "aes-ni",
+        }
+    }
+
+    /// The fastest one for AES on this CPU (measured, see benches/xts-bench.sh): the crate's
+    /// 64-block VAES backend where AVX-512 gives it 32 registers, else our own kernels,
+    /// else the crate (its portable backend on CPUs without AES instructions).
+    /// `OFFDISK_XTS_KERNEL=crate|vaes256|aes-ni` picks another that this CPU runs, to
+    /// compare them on one machine, as OpenSSL's `OPENSSL_ia32cap` does; all of them give
+    /// the same bytes.
+    pub fn for_aes() -> XtsKernel {
+        if let Some(k) = std::env::var("OFFDISK_XTS_KERNEL").ok().and_then(|v| XtsKernel::ALL.into_iter().find(|k| k.name() == v)) {
+            if k.runs_here() {
+                return k;
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("vaes") {
+                return XtsKernel::Crate;
+            }
+            match crate::secret::aes_xts::Kernel::detect() {
+                Some(crate::secret::aes_xts::Kernel::Vaes256) => return XtsKernel::Vaes256,
+                Some(crate::secret::aes_xts::Kernel::AesNi) => return XtsKernel::AesNi,
+                None => {}
+            }
+        }
+        XtsKernel::Crate
+    }
+
+    /// Can this CPU run it?
+    pub fn runs_here(self) -> bool {
+        match self {
+            XtsKernel::Crate => true,
+            #[cfg(target_arch = "x86_64")]
+            XtsKernel::Vaes256 => crate::secret::aes_xts::Kernel::Vaes256.runs_here(),
+            #[cfg(target_arch = "x86_64")]
+            XtsKernel::AesNi => crate::secret::aes_xts::Kernel::AesNi.runs_here(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
 /// XTS with its two keys.
 pub struct Xts {
     pub(super) data: BlockCipher,
     pub(super) tweak: BlockCipher,
+    /// AES-128/256 keys expanded for `secret::aes_xts` when that kernel runs here.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fast: Option<crate::secret::aes_xts::XtsKeys>,
 }
 
 impl Xts {
+    /// Keys XTS with `key` (both halves) for `alg`, on `kernel` where it applies (AES with
+    /// a 256- or 512-bit key; anything else runs on the crate).
+    pub fn new(alg: super::Algorithm, key: &[u8], kernel: XtsKernel) -> Result<Xts, super::super::LuksError> {
+        let (k1, k2) = key.split_at(key.len() / 2);
+        #[cfg(target_arch = "x86_64")]
+        let fast = {
+            use crate::secret::aes_xts::{Kernel, XtsKeys};
+            match (alg, kernel) {
+                (super::Algorithm::Aes, XtsKernel::Vaes256) => XtsKeys::with_kernel(key, Kernel::Vaes256),
+                (super::Algorithm::Aes, XtsKernel::AesNi) => XtsKeys::with_kernel(key, Kernel::AesNi),
+                _ => None,
+            }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = kernel;
+        Ok(Xts {
+            data: BlockCipher::new(alg, k1)?,
+            tweak: BlockCipher::new(alg, k2)?,
+            #[cfg(target_arch = "x86_64")]
+            fast,
+        })
+    }
+
+    /// The code that runs this instance.
+    pub fn kernel(&self) -> XtsKernel {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = &self.fast {
+            return match f.kernel() {
+                crate::secret::aes_xts::Kernel::Vaes256 => XtsKernel::Vaes256,
+                crate::secret::aes_xts::Kernel::AesNi => XtsKernel::AesNi,
+            };
+        }
+        XtsKernel::Crate
+    }
+
     /// En- or decrypts whole sectors of `sector_size` bytes (a multiple of 64); `iv(i, out)`
     /// writes the tweak input (the IV generator's output) of sector `i` of `data`.
     pub fn process(&self, data: &mut [u8], sector_size: usize, encrypt: bool, iv: impl Fn(u64, &mut Block)) {
         debug_assert!(sector_size % 64 == 0 && data.len() % sector_size == 0);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = &self.fast {
+            if sector_size % 256 == 0 {
+                f.process(data, sector_size, encrypt, |i, out| {
+                    let mut b = Block::default();
+                    iv(i, &mut b);
+                    *out = b.0;
+                });
+                return;
+            }
+        }
         let blocks_per_sector = sector_size / 16;
         let mut ivs = [Block::default(); TWEAK_BATCH];
         let mut tweaks = [0u128; TWEAK_BATCH];
@@ -199,6 +335,36 @@ mod tests {
                     want = mul_alpha(want);
                 }
                 assert_eq!(from_group(&n, i), want, "{t:#x} lane {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_walk_gives_the_same_bytes_for_every_parallel_width() {
+        // The crate's backends hand over 1, 8, 30 (VAES on AVX2) or 64 blocks; a width that
+        // is no multiple of 4 once fell back to one block at a time. AES one block at
+        // a time stands in for the backend: every width must give the bytes of width 1 (which
+        // `xts_matches_a_block_at_a_time_reference` checks against xts-mode), so each block
+        // goes through `par` or `one` exactly once, between its own tweaks.
+        fn run(p: usize, sectors: usize, bps: usize) -> (Vec<Block>, usize) {
+            let mut blocks: Vec<Block> = (0..sectors * bps).map(|i| Block::from([i as u8; 16])).collect();
+            let tweaks: Vec<u128> = (0..sectors as u128).map(|i| (i + 1) * 0x0123_4567_89ab_cdef_0011_2233_4455_6677).collect();
+            let mut par_calls = 0;
+            let aes = BlockCipher::new(super::super::Algorithm::Aes, &[9; 16]).unwrap();
+            let mark = |b: &mut Block| aes.encrypt_block(b);
+            walk(&mut blocks, &tweaks, bps, p, |r| {
+                assert_eq!(r.len(), p);
+                par_calls += 1;
+                r.iter_mut().for_each(mark)
+            }, mark);
+            (blocks, par_calls)
+        }
+        for (sectors, bps) in [(1, 32), (3, 32), (5, 256), (2, 64)] {
+            let (want, _) = run(1, sectors, bps);
+            for p in [8, 16, 30, 32, 64] {
+                let (got, calls) = run(p, sectors, bps);
+                assert!(got == want, "width {p}, {sectors} sectors of {bps} blocks");
+                assert!(calls >= sectors * bps / lcm4(p) * (lcm4(p).min(MAX_CHUNK) / p), "width {p}: {calls} parallel calls");
             }
         }
     }
