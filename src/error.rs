@@ -20,6 +20,10 @@ pub mod exit {
     /// A backup that made its generation, where some entries vanished or were replaced
     /// while being read, as rsync's 24.
     pub const VANISHED: i32 = 24;
+    /// The disk was pulled out during the run and everything opened was closed again: as a
+    /// stop by SIGTERM (128 + 15), which is how systemd tells a dock of the pull, so both
+    /// ways of learning it end alike.
+    pub const PULLED: i32 = 143;
 }
 
 /// Implemented by every library error so the CLI can render it as

@@ -548,6 +548,29 @@ fn a_pull_handled_cleanly_is_a_stop_that_says_nothing_was_lost() {
 }
 
 #[test]
+fn a_step_failing_on_a_pulled_disk_before_the_stop_arrives_is_the_pull() {
+    // Verify reading a pulled disk fails at once, often before systemd's SIGTERM: still the
+    // pull (exit 143, which the unit counts as success), not a failure of the disk.
+    let e = env();
+    let mut disk = registered(&e);
+    disk.fail_backup = true; // the pull's I/O error, and no stop requested
+    disk.removed = true;
+    let mut ui = ScriptedUi { answers: vec![Some(PASS)], ..Default::default() };
+    let err = dock(&e.dev, &e.opts, &mut disk, &mut ui).unwrap_err();
+    assert!(matches!(&err, HotplugError::Stopped { removed: true, .. }), "{err:?}");
+    assert!(err.to_string().contains("the disk was removed; nothing lost"), "{err}");
+    use offdisk::error::Diagnose;
+    assert_eq!(err.exit_code(), 143);
+    assert!(matches!(ui.events.last(), Some(Event::SafeToUnplug { .. })));
+    // A disk still present that fails is that failure.
+    let e = env();
+    let mut disk = registered(&e);
+    disk.fail_backup = true;
+    let err = dock(&e.dev, &e.opts, &mut disk, &mut ScriptedUi { answers: vec![Some(PASS)], ..Default::default() }).unwrap_err();
+    assert!(!matches!(err, HotplugError::Stopped { .. }), "{err:?}");
+}
+
+#[test]
 fn a_stop_whose_teardown_failed_is_that_failure_not_a_clean_stop() {
     let e = env();
     let mut disk = registered(&e);

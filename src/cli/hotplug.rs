@@ -153,8 +153,8 @@ pub struct UnregisterArgs {
 #[command(after_help = "Run by offdisk-dock@.service when udev sees a LUKS device. Unregistered disks \
 are left alone (exit 0); a second dock of a disk already being docked exits 0 at once. With \
 --plugged, a disk registered while attached is left alone (exit 0) until it is plugged in again. \
-Stopped by SIGTERM (the disk pulled out, or shutdown) after closing everything: exit 143, which the \
-unit counts as success.")]
+Stopped by SIGTERM (the disk pulled out, or shutdown), or finding the disk pulled out, after \
+closing everything: exit 143, which the unit counts as success.")]
 pub struct DockArgs {
     /// Kernel name of the device (sdb1, loop0) as udev gives it, or /dev/NAME.
     pub device: String,

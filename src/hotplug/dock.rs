@@ -156,7 +156,9 @@ pub fn dock(dev: &DeviceInfo, opts: &DockOptions, backend: &mut dyn Backend, ui:
         // the step under way at once (I/O errors), and systemd's stop comes while dock is
         // already cleaning up, so the failure is the pull's, not a damaged disk's.
         // Only when the teardown worked: a stop that left something open fails as that.
-        Err(e) if opts.stop.requested() && clean.is_ok() => {
+        // A step that failed because the disk is gone, before systemd's stop arrived (verify
+        // reading a pulled disk fails at once), is the same pull.
+        Err(e) if clean.is_ok() && (opts.stop.requested() || !run.backend.present(&dev.path)) => {
             let removed = !run.backend.present(&dev.path);
             Err(HotplugError::Stopped { why: e.to_string(), removed })
         }

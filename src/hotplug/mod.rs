@@ -94,6 +94,7 @@ impl Diagnose for HotplugError {
             HotplugError::IdentityMismatch { .. } => exit::DEVICE,
             HotplugError::Step { code, .. } => *code,
             HotplugError::AlreadyRegistered(_) => exit::BUSY,
+            HotplugError::Stopped { removed: true, .. } => exit::PULLED,
             _ => exit::USAGE,
         }
     }
