@@ -100,6 +100,9 @@ fn each_kernel_runs_what_it_can_and_reports_it() {
     }
     assert_eq!(SectorCipher::new("aes-cbc-plain64", &[1; 32]).unwrap().xts_kernel(), None);
     assert!(XtsKernel::for_aes().runs_here());
+    for kernel in kernels_here() {
+        assert!(kernel.passes_self_test(), "{kernel:?}");
+    }
 }
 
 #[test]
