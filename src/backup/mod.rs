@@ -70,8 +70,9 @@ pub enum BackupError {
     Shrunk { name: String, detail: String },
     #[error("stopped before the run was complete; every complete generation was left intact")]
     Stopped,
-    /// Verify met the errors of a disk that went away (EIO, ENODEV, ENXIO): no verdict.
-    #[error("the disk was removed during verify; nothing on it was judged (at {}: {first})", .root.display())]
+    /// Verify met the errors of a disk that went away or fails (EIO, ENODEV, ENXIO): the same
+    /// errnos either way, so the words name both and the hint says how to tell them apart.
+    #[error("the disk stopped answering during verify (removed, or failing); nothing on it was judged (at {}: {first})", .root.display())]
     DiskGone { root: PathBuf, first: String },
 }
 

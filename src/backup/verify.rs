@@ -661,7 +661,7 @@ mod tests {
         let err = judged(&pulled, root).unwrap_err();
         assert!(matches!(&err, BackupError::DiskGone { .. }), "{err:?}");
         let text = err.to_string();
-        assert!(text.starts_with("the disk was removed during verify; nothing on it was judged"), "{text}");
+        assert!(text.starts_with("the disk stopped answering during verify (removed, or failing); nothing on it was judged"), "{text}");
         assert!(text.contains("Input/output error") && !text.contains("problems") && !text.contains("size 1"), "names the first device error only: {text}");
         use crate::error::Diagnose;
         assert_eq!(err.exit_code(), crate::error::exit::DEVICE, "non-zero: a device problem");

@@ -103,7 +103,7 @@ if wait_until 600 durable && drop_until_verifying; then
   unit_log "$c" "$unit" | grep -q 'quick verify passed' && notok sysd-verify-pulled-in-time "verify had ended before the pull" || ok sysd-verify-pulled-in-time
   # The reads the pull failed are no verdict: the disk went away, nothing on it was judged.
   log=$(unit_log "$c" "$unit")
-  echo "$log" | grep -q "the disk was removed during verify; nothing on it was judged" && ! echo "$log" | grep -q "does not match its manifest" \
+  echo "$log" | grep -q "the disk stopped answering during verify (removed, or failing); nothing on it was judged" && ! echo "$log" | grep -q "does not match its manifest" \
     && ok sysd-verify-pull-is-no-verdict || notok sysd-verify-pull-is-no-verdict "$(echo "$log" | grep -E 'verify|failed' | tail -3 | tr '\n' '|')"
 else
   notok sysd-verify-started "verify never started: $(unit_log "$c" "$unit" | tail -4 | tr '\n' '|')"
